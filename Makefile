@@ -1,0 +1,38 @@
+# raincast — `make help` lists the targets. README commands and CI call these targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= uv
+export UV_LINK_MODE ?= copy
+
+.PHONY: help install run test test-fast lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+install: ## Install uv (if missing) and sync the locked environment into .venv
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==0.13.8"
+	$(UV) sync --locked --all-extras
+
+run: install ## One full daily cycle on embedded defaults (RAINCAST_SOURCE / RAINCAST_DATE to change)
+	$(UV) run --locked raincast run
+
+test: install ## Run the whole test suite
+	$(UV) run --locked pytest
+
+test-fast: install ## Unit tests only
+	$(UV) run --locked pytest tests/unit tests/data tests/model -q
+
+lint: install ## ruff lint + format check, mypy on src/
+	$(UV) run --locked ruff check src tests bench
+	$(UV) run --locked ruff format --check src tests bench
+	$(UV) run --locked mypy
+
+format: install ## Apply ruff fixes and formatting
+	$(UV) run --locked ruff check --fix src tests bench
+	$(UV) run --locked ruff format src tests bench
+
+bench: install ## Benchmarks: quality + timings on ../shared/data, results in bench/results/
+	$(UV) run --locked python -m bench.run
+
+clean: ## Remove runtime state and DVC outputs (var/, data/)
+	rm -rf var data .dvc/tmp .dvc/cache

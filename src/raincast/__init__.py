@@ -1,0 +1,1 @@
+"""raincast: keeps a rain-tomorrow model fresh and serves it safely."""

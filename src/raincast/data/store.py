@@ -1,0 +1,362 @@
+"""The raw store: observations keyed by (Date, Location), quarantine, and decision history.
+
+One SQLAlchemy schema serves SQLite (embedded) and PostgreSQL (production). Writes are
+upserts that touch only rows whose values changed, so fetching a date twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from filelock import FileLock
+
+from raincast import schema
+
+metadata = sa.MetaData()
+
+_TEXT_COLS = (schema.LOCATION, *schema.DIRECTION_COLUMNS, schema.RAIN_TODAY, schema.RAIN_TOMORROW)
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column(schema.DATE, sa.Date, primary_key=True),
+    sa.Column(schema.LOCATION, sa.String(40), primary_key=True),
+    *(sa.Column(c, sa.Float) for c in schema.NUMERIC_COLUMNS),
+    *(sa.Column(c, sa.String(8)) for c in schema.DIRECTION_COLUMNS),
+    sa.Column(schema.RAIN_TODAY, sa.String(3)),
+    sa.Column(schema.RAIN_TOMORROW, sa.String(3)),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(120), nullable=False),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(120), nullable=False, index=True),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column(schema.DATE, sa.String(40)),
+    sa.Column(schema.LOCATION, sa.String(120)),
+    sa.Column("check", sa.String(400), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
+validation_runs = sa.Table(
+    "validation_runs",
+    metadata,
+    sa.Column("run_id", sa.String(120), primary_key=True),
+    sa.Column("logical_date", sa.Date, nullable=False),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("rows_in", sa.Integer, nullable=False),
+    sa.Column("accepted", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("inserted", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("labels_filled", sa.Integer, nullable=False),
+    sa.Column("worst_checks", sa.Text, nullable=False),
+)
+
+promotion_history = sa.Table(
+    "promotion_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.String(120), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # promote | rollback | alias
+    sa.Column("decision", sa.String(16), nullable=False),  # promoted | rejected | moved
+    sa.Column("candidate_version", sa.String(20), nullable=False),
+    sa.Column("champion_before", sa.String(20)),
+    sa.Column("champion_after", sa.String(20)),
+    sa.Column("candidate_f1", sa.Float),
+    sa.Column("candidate_auc", sa.Float),
+    sa.Column("champion_f1", sa.Float),
+    sa.Column("champion_auc", sa.Float),
+    sa.Column("test_window", sa.String(40)),
+    sa.Column("reasons", sa.Text, nullable=False),
+    sa.Column("extra", sa.Text, nullable=False, server_default="{}"),
+)
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int
+    updated: int
+    unchanged: int
+    labels_filled: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.inserted or self.updated or self.labels_filled)
+
+
+def connect(url: str) -> sa.Engine:
+    """Engine for the store; creates the tables (and SQLite's folder) on first use."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
+            # WAL + a busy timeout let a reader (the API, a DAG task) run beside a writer.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    metadata.create_all(engine)
+    return engine
+
+
+def _to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Frame rows as DB-ready dicts: ISO dates become `date`, NaN becomes None."""
+    out = df.astype(object).where(df.notna(), None)
+    out[schema.DATE] = [date.fromisoformat(d) for d in df[schema.DATE]]
+    return out.to_dict("records")  # type: ignore[return-value]
+
+
+def read_observations(
+    engine: sa.Engine, start: date | None = None, end: date | None = None
+) -> pd.DataFrame:
+    """Observations (schema columns + provenance), ordered by Date then Location."""
+    q = sa.select(observations)
+    if start is not None:
+        q = q.where(observations.c[schema.DATE] >= start)
+    if end is not None:
+        q = q.where(observations.c[schema.DATE] <= end)
+    q = q.order_by(observations.c[schema.DATE], observations.c[schema.LOCATION])
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    df = pd.DataFrame.from_records(rows, columns=[c.name for c in observations.columns])
+    if df.empty:
+        return df.assign(**{schema.DATE: pd.Series(dtype=object)})
+    df[schema.DATE] = [d.isoformat() for d in df[schema.DATE]]
+    for c in schema.NUMERIC_COLUMNS:
+        df[c] = pd.to_numeric(df[c]).astype("float64")
+    return df
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """Row-wise equality with NaN == NaN."""
+    eq = np.ones(len(a), dtype=bool)
+    for c in cols:
+        x, y = a[c].reset_index(drop=True), b[c].reset_index(drop=True)
+        equal = (x == y).astype(object).fillna(False).astype(bool)
+        eq &= (equal | (x.isna() & y.isna())).to_numpy(dtype=bool)
+    return eq
+
+
+def next_day_labels(frame: pd.DataFrame) -> pd.Series:
+    """RainTomorrow(D) = RainToday(D+1) of the same station, from the rows in ``frame``.
+
+    Missing when D+1 is absent from ``frame`` or its rainfall is unknown.
+    """
+    nxt = frame[[schema.DATE, schema.LOCATION, schema.RAINFALL]].copy()
+    nxt[schema.DATE] = (pd.to_datetime(nxt[schema.DATE]) - pd.Timedelta(days=1)).dt.strftime(
+        "%Y-%m-%d"
+    )
+    nxt["label"] = schema.rain_flag(nxt[schema.RAINFALL])
+    keyed = frame[[schema.DATE, schema.LOCATION]].merge(
+        nxt[[schema.DATE, schema.LOCATION, "label"]], on=[schema.DATE, schema.LOCATION], how="left"
+    )
+    return keyed["label"].astype(object).where(keyed["label"].notna(), None).set_axis(frame.index)
+
+
+def upsert_observations(
+    engine: sa.Engine, batch: pd.DataFrame, source: str, run_id: str
+) -> UpsertResult:
+    """Insert new (Date, Location) rows, update rows whose values changed, back-fill labels.
+
+    ``batch`` holds accepted, conformed rows. Its ``RainTomorrow`` is ignored: labels are
+    derived here from ``Rainfall`` (RainToday) and the next day's row (RainTomorrow), so
+    the arrival of D+1 fills RainTomorrow(D) and a re-fetch of D changes nothing.
+    """
+    if batch.empty:
+        return UpsertResult(0, 0, 0, 0)
+    key = [schema.DATE, schema.LOCATION]
+    value_cols = [c for c in schema.COLUMNS if c not in (*key, schema.RAIN_TOMORROW)]
+    batch = batch.drop_duplicates(key, keep="last").reset_index(drop=True)
+    batch[schema.RAIN_TODAY] = schema.rain_flag(batch[schema.RAINFALL])
+    lo = date.fromisoformat(batch[schema.DATE].min())
+    hi = date.fromisoformat(batch[schema.DATE].max())
+    # One read covers the batch and its neighbour days, whose labels the batch can change.
+    existing = read_observations(engine, lo - timedelta(days=1), hi + timedelta(days=1))
+    if existing.empty:
+        existing = pd.DataFrame(columns=[*key, *value_cols, schema.RAIN_TOMORROW])
+    merged = batch.merge(
+        existing[[*key, *value_cols]], on=key, how="left", suffixes=("", "_old"), indicator=True
+    )
+    is_new = (merged["_merge"] == "left_only").to_numpy()
+    old = merged[[f"{c}_old" for c in value_cols]].set_axis(value_cols, axis=1)
+    same = _same(merged[value_cols], old, value_cols)
+
+    # State after the write, to derive every label the batch can affect.
+    in_batch = existing.set_index(key).index.isin(batch.set_index(key).index)
+    after = pd.concat(
+        [
+            existing.loc[~in_batch, [*key, schema.RAINFALL, schema.RAIN_TOMORROW]],
+            batch[key + [schema.RAINFALL]].merge(
+                existing[[*key, schema.RAIN_TOMORROW]], on=key, how="left"
+            ),
+        ],
+        ignore_index=True,
+    )
+    after["label"] = next_day_labels(after)
+    after = after[after[schema.DATE] <= hi.isoformat()].set_index(key)
+    stored = (
+        after[schema.RAIN_TOMORROW].astype(object).where(after[schema.RAIN_TOMORROW].notna(), None)
+    )
+    label_changed = ~_same(stored.to_frame("x"), after["label"].to_frame("x"), ["x"])
+
+    now = datetime.now(UTC)
+    prov = {"source": source, "fetched_at": now, "run_id": run_id}
+    to_insert = batch.loc[is_new].assign(**{schema.RAIN_TOMORROW: None})
+    if len(to_insert):
+        to_insert[schema.RAIN_TOMORROW] = (
+            after["label"].reindex(pd.MultiIndex.from_frame(to_insert[key])).to_numpy()
+        )
+    to_update = batch.loc[~is_new & ~same]
+    new_keys = set(zip(to_insert[schema.DATE], to_insert[schema.LOCATION], strict=True))
+    relabel = [
+        (d, loc, lab)
+        for (d, loc), lab in after.loc[label_changed, "label"].items()
+        if (d, loc) not in new_keys
+    ]
+    with engine.begin() as conn:
+        if len(to_insert):
+            conn.execute(sa.insert(observations), [{**r, **prov} for r in _to_records(to_insert)])
+        if len(to_update):
+            stmt = (
+                sa.update(observations)
+                .where(observations.c[schema.DATE] == sa.bindparam("k_date"))
+                .where(observations.c[schema.LOCATION] == sa.bindparam("k_loc"))
+                .values({c: sa.bindparam(f"v_{c}") for c in [*value_cols, *prov]})
+            )
+            recs = [
+                {
+                    "k_date": r[schema.DATE],
+                    "k_loc": r[schema.LOCATION],
+                    **{f"v_{c}": r[c] for c in value_cols},
+                    **{f"v_{k}": v for k, v in prov.items()},
+                }
+                for r in _to_records(to_update)
+            ]
+            conn.execute(stmt, recs)
+        if relabel:
+            stmt = (
+                sa.update(observations)
+                .where(observations.c[schema.DATE] == sa.bindparam("k_date"))
+                .where(observations.c[schema.LOCATION] == sa.bindparam("k_loc"))
+                .values({schema.RAIN_TOMORROW: sa.bindparam("v_label")})
+            )
+            conn.execute(
+                stmt,
+                [
+                    {"k_date": date.fromisoformat(d), "k_loc": loc, "v_label": lab}
+                    for d, loc, lab in relabel
+                ],
+            )
+    filled = int(label_changed.sum()) - int(after.loc[label_changed, "label"].isna().sum())
+    return UpsertResult(len(to_insert), len(to_update), int(same[~is_new].sum()), max(filled, 0))
+
+
+def write_quarantine(engine: sa.Engine, rows: pd.DataFrame, source: str, run_id: str) -> None:
+    """Keep every rejected row with its reason; a rerun of the same run id replaces its rows."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(quarantine).where(quarantine.c.run_id == run_id))
+        if rows.empty:
+            return
+        now = datetime.now(UTC)
+        recs = rows.astype(object).where(rows.notna(), None).to_dict("records")
+        conn.execute(
+            sa.insert(quarantine),
+            [{**r, "run_id": run_id, "source": source, "quarantined_at": now} for r in recs],
+        )
+
+
+def record_validation_run(engine: sa.Engine, **values: Any) -> None:
+    """Insert or replace the summary row of one validation run."""
+    values = {**values, "finished_at": datetime.now(UTC)}
+    with engine.begin() as conn:
+        conn.execute(sa.delete(validation_runs).where(validation_runs.c.run_id == values["run_id"]))
+        conn.execute(sa.insert(validation_runs), [values])
+
+
+def count_rows(engine: sa.Engine, table: sa.Table = observations) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def date_range(engine: sa.Engine) -> tuple[date, date] | None:
+    """(first, last) observation date, or None for an empty store."""
+    with engine.connect() as conn:
+        lo, hi = conn.execute(
+            sa.select(
+                sa.func.min(observations.c[schema.DATE]), sa.func.max(observations.c[schema.DATE])
+            )
+        ).one()
+    if lo is None:
+        return None
+    return (
+        lo if isinstance(lo, date) else date.fromisoformat(str(lo)),
+        hi if isinstance(hi, date) else date.fromisoformat(str(hi)),
+    )
+
+
+def record_decision(engine: sa.Engine, **values: Any) -> None:
+    """Append one registry decision (promotion, rejection, rollback, alias move)."""
+    values = {**values, "decided_at": datetime.now(UTC)}
+    values["extra"] = json.dumps(values.get("extra") or {}, default=str)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(promotion_history), [values])
+
+
+def read_history(engine: sa.Engine, model_name: str) -> pd.DataFrame:
+    q = (
+        sa.select(promotion_history)
+        .where(promotion_history.c.model_name == model_name)
+        .order_by(promotion_history.c.id)
+    )
+    with engine.connect() as conn:
+        return pd.DataFrame(
+            conn.execute(q).mappings().all(), columns=[c.name for c in promotion_history.columns]
+        )
+
+
+@contextmanager
+def exclusive_lock(
+    engine: sa.Engine, name: str, lock_dir: Path, timeout_s: float = 300
+) -> Iterator[None]:
+    """Serialise a critical section across processes (and hosts, on PostgreSQL).
+
+    PostgreSQL: a session advisory lock, so tasks on different machines agree.
+    SQLite (one machine by construction): a file lock beside the database.
+    """
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big") & 0x7FFFFFFFFFFFFFFF
+        with engine.connect() as conn:
+            conn.execute(sa.text("SET lock_timeout = :t"), {"t": f"{int(timeout_s * 1000)}ms"})
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    else:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_dir / f"{name}.lock"), timeout=timeout_s):
+            yield

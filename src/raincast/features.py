@@ -1,0 +1,89 @@
+"""The one feature function, shared by training, batch and online prediction.
+
+Features come from a single raw weatherAUS row (no lags), so the API can score one
+observation exactly as training saw it. Categoricals use fixed category lists so codes
+never depend on which rows happen to be in a batch; missing values stay NaN for XGBoost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from raincast import schema
+
+_LOCATION_TYPE = pd.CategoricalDtype(list(schema.station_names()))
+_COMPASS_TYPE = pd.CategoricalDtype(list(schema.COMPASS_POINTS))
+_STATE_TYPE = pd.CategoricalDtype(sorted({s.state for s in schema.stations().values()}))
+
+CATEGORICAL_FEATURES: tuple[str, ...] = (schema.LOCATION, "State", *schema.DIRECTION_COLUMNS)
+DERIVED_FEATURES: tuple[str, ...] = (
+    "DaySin", "DayCos", "Latitude", "Longitude", "RainTodayFlag", "TempRange",
+    "HumidityChange", "PressureChange", "TempChange", "CloudChange", "WindChange",
+    "DewDepression3pm",
+)  # fmt: skip
+FEATURE_COLUMNS: tuple[str, ...] = (
+    *schema.NUMERIC_COLUMNS, *CATEGORICAL_FEATURES, *DERIVED_FEATURES,
+)  # fmt: skip
+
+
+class FeatureError(ValueError):
+    """Raw rows cannot be turned into features (a required field is missing or unknown)."""
+
+
+def build_features(raw: pd.DataFrame) -> pd.DataFrame:
+    """Model matrix (``FEATURE_COLUMNS``) from raw weatherAUS rows.
+
+    ``Date`` and ``Location`` are required; every measurement may be missing (absent
+    columns are treated as all-missing). ``RainTomorrow`` is never read.
+    """
+    for col in (schema.DATE, schema.LOCATION):
+        if col not in raw.columns or raw[col].isna().any():
+            raise FeatureError(f"{col} is required for every row")
+    unknown = sorted(set(raw[schema.LOCATION]) - set(_LOCATION_TYPE.categories))
+    if unknown:
+        raise FeatureError(f"unknown station(s): {unknown[:5]}")
+    dates = pd.to_datetime(raw[schema.DATE], errors="coerce")
+    if dates.isna().any():
+        raise FeatureError("Date must be an ISO date (YYYY-MM-DD)")
+
+    x = pd.DataFrame(index=raw.index)
+    for col in schema.NUMERIC_COLUMNS:
+        x[col] = (
+            pd.to_numeric(raw[col], errors="coerce").astype("float64")
+            if col in raw.columns
+            else np.nan
+        )
+    stations = schema.stations()
+    x[schema.LOCATION] = raw[schema.LOCATION].astype(_LOCATION_TYPE)
+    x["State"] = raw[schema.LOCATION].map(lambda s: stations[s].state).astype(_STATE_TYPE)
+    for col in schema.DIRECTION_COLUMNS:
+        values = raw[col] if col in raw.columns else pd.Series(None, index=raw.index)
+        x[col] = values.astype(object).where(values.notna(), None).astype(_COMPASS_TYPE)
+
+    # Southern-hemisphere seasons as a smooth cycle, so 31 Dec and 1 Jan are neighbours.
+    angle = 2 * np.pi * dates.dt.dayofyear.to_numpy() / 365.25
+    x["DaySin"], x["DayCos"] = np.sin(angle), np.cos(angle)
+    x["Latitude"] = raw[schema.LOCATION].map(lambda s: stations[s].latitude).astype("float64")
+    x["Longitude"] = raw[schema.LOCATION].map(lambda s: stations[s].longitude).astype("float64")
+    x["RainTodayFlag"] = (x[schema.RAINFALL] > schema.RAIN_THRESHOLD_MM).astype("float64")
+    x.loc[x[schema.RAINFALL].isna(), "RainTodayFlag"] = np.nan
+    x["TempRange"] = x["MaxTemp"] - x["MinTemp"]
+    x["HumidityChange"] = x["Humidity3pm"] - x["Humidity9am"]
+    x["PressureChange"] = x["Pressure3pm"] - x["Pressure9am"]
+    x["TempChange"] = x["Temp3pm"] - x["Temp9am"]
+    x["CloudChange"] = x["Cloud3pm"] - x["Cloud9am"]
+    x["WindChange"] = x["WindSpeed3pm"] - x["WindSpeed9am"]
+    # Magnus approximation of the 3 pm dew-point depression: small = air near saturation.
+    t, rh = x["Temp3pm"], x["Humidity3pm"].clip(lower=1.0)
+    gamma = np.log(rh / 100.0) + 17.62 * t / (243.12 + t)
+    x["DewDepression3pm"] = t - 243.12 * gamma / (17.62 - gamma)
+    return x.loc[:, list(FEATURE_COLUMNS)]
+
+
+def label_vector(raw: pd.DataFrame) -> np.ndarray:
+    """1 for RainTomorrow == 'Yes', 0 for 'No'; rows must be labelled."""
+    labels = raw[schema.RAIN_TOMORROW]
+    if labels.isna().any():
+        raise ValueError("unlabelled rows passed where labels are required")
+    return (labels == "Yes").to_numpy(dtype="int8")

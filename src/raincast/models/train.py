@@ -1,0 +1,83 @@
+"""XGBoost fitting and decision-threshold tuning (pure: data + params in, model out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.metrics import precision_recall_curve
+
+from raincast.features import build_features, label_vector
+from raincast.params import TrainParams
+
+#: Keys of params.train.xgb that are sklearn-style names, mapped to native booster names.
+_RENAMES = {
+    "n_estimators": None,
+    "learning_rate": "eta",
+    "n_jobs": "nthread",
+    "reg_lambda": "lambda",
+}
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    booster: xgb.Booster
+    threshold: float
+    best_iteration: int
+    validation_f1: float
+
+
+def booster_params(params: TrainParams) -> tuple[dict[str, Any], int]:
+    """Native XGBoost params and the maximum number of boosting rounds."""
+    native: dict[str, Any] = {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "seed": params.seed,
+    }
+    rounds = 500
+    for key, value in params.xgb.items():
+        if key == "n_estimators":
+            rounds = int(value)
+            continue
+        native[_RENAMES.get(key) or key] = value
+    return native, rounds
+
+
+def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """Threshold maximising F1 on (y, p), and that F1."""
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
+    i = int(np.nanargmax(f1[:-1])) if len(thresholds) else 0
+    return (float(thresholds[i]) if len(thresholds) else 0.5), float(f1[i])
+
+
+def fit(train: pd.DataFrame, validation: pd.DataFrame, params: TrainParams) -> FittedModel:
+    """Fit on ``train`` with early stopping and threshold tuning on ``validation``."""
+    native, rounds = booster_params(params)
+    dtrain = xgb.QuantileDMatrix(
+        build_features(train), label_vector(train), enable_categorical=True
+    )
+    dval = xgb.DMatrix(
+        build_features(validation), label_vector(validation), enable_categorical=True
+    )
+    booster = xgb.train(
+        native,
+        dtrain,
+        num_boost_round=rounds,
+        evals=[(dval, "validation")],
+        early_stopping_rounds=params.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    best = int(booster.best_iteration)
+    booster = booster[: best + 1]  # keep only the trees early stopping chose
+    p_val = booster.predict(dval)
+    threshold, f1 = best_f1_threshold(label_vector(validation), p_val)
+    return FittedModel(booster, threshold, best, f1)
+
+
+def predict_proba(booster: xgb.Booster, raw: pd.DataFrame) -> np.ndarray:
+    """P(RainTomorrow = Yes) for raw weatherAUS rows."""
+    return booster.predict(xgb.DMatrix(build_features(raw), enable_categorical=True))

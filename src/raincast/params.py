@@ -1,0 +1,75 @@
+"""Typed view of params.yaml, parsed once at the edge and passed down."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValidateParams(_Strict):
+    max_invalid_share: float = Field(0.05, ge=0.0, le=1.0)
+    max_age_days: int = Field(3, ge=0)
+
+
+class SplitParams(_Strict):
+    test_start: date | None = None
+    validation_start: date | None = None
+    test_days: int = Field(365, gt=0)
+    validation_days: int = Field(365, gt=0)
+    min_train_rows: int = Field(1000, ge=1)
+
+
+class TrainParams(_Strict):
+    seed: int = 42
+    early_stopping_rounds: int = Field(100, ge=1)
+    xgb: dict[str, Any] = Field(default_factory=dict)
+
+
+class PromoteParams(_Strict):
+    f1_margin: float = 0.002
+    auc_tolerance: float = Field(0.005, ge=0.0)
+    leakage_auc: float = Field(0.985, gt=0.5, le=1.0)
+
+
+class RetrainParams(_Strict):
+    max_age_days: int = Field(30, ge=1)
+
+
+class HistoryParams(_Strict):
+    synthetic_days: int = Field(1095, ge=1)
+    openmeteo_days: int = Field(730, ge=1)
+
+
+class Params(_Strict):
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    split: SplitParams = Field(default_factory=SplitParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    promote: PromoteParams = Field(default_factory=PromoteParams)
+    retrain: RetrainParams = Field(default_factory=RetrainParams)
+    history: HistoryParams = Field(default_factory=HistoryParams)
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Parse params.yaml; a missing file or unknown key is an error, not a silent default."""
+    if not path.exists():
+        raise FileNotFoundError(f"params file not found: {path} (run from the project folder)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return Params.model_validate(raw)
+
+
+def params_hash(section: BaseModel) -> str:
+    """Stable short hash of a params section, for lineage tags."""
+    blob = json.dumps(section.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,133 @@
+"""The daily cycle end to end in a temporary project: replay data -> store -> dvc repro ->
+MLflow registry -> champion alias; reruns change nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from raincast.data import store
+from raincast.settings import Settings
+from raincast.sources.synthetic import SyntheticSource
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+STATIONS = ["Sydney", "Perth", "Darwin", "Hobart", "Cairns", "Melbourne", "Adelaide", "Brisbane"]
+LAST = date(2017, 6, 25)
+
+
+def _raincast(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAINCAST_")}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "raincast"), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh project folder: the repo's dvc.yaml, params.yaml and code, a new DVC repo."""
+    work = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "dvc.yaml", work)
+    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["xgb"].update(n_estimators=150, learning_rate=0.1)  # small and quick
+    params["split"].update(test_days=120, validation_days=120)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=work, check=True)
+    subprocess.run(
+        [dvc, "remote", "add", "-d", "local", "../var/dvc-remote"], cwd=work / ".dvc", check=True
+    )
+    # A weatherAUS-format file to replay: 8 stations, 2.5 years, made by the seeded generator.
+    rows = SyntheticSource(seed=7, stations=STATIONS).fetch(date(2015, 1, 1), LAST)
+    rows.to_csv(work / "replay.csv", index=False, na_rep="NA")
+    return work
+
+
+def _versions(work: Path) -> list[str]:
+    s = Settings(project_dir=work)
+    client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
+    return sorted(str(v.version) for v in client.search_model_versions("name='rain-tomorrow'"))
+
+
+def _champion(work: Path) -> str:
+    s = Settings(project_dir=work)
+    client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
+    return str(client.get_model_version_by_alias("rain-tomorrow", "champion").version)
+
+
+def test_first_cycle_creates_history_and_a_champion(project: Path) -> None:
+    day = LAST.replace(day=LAST.day - 1).isoformat()
+    out = _raincast(project, "run", "--source", "replay:replay.csv", "--date", day)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "version 1 PROMOTED" in out.stdout
+    assert "first model" in out.stdout
+    assert _champion(project) == "1"
+    engine = store.connect(Settings(project_dir=project).raw_store_url)
+    rows = store.count_rows(engine)
+    assert rows == len(STATIONS) * ((date.fromisoformat(day) - date(2015, 1, 1)).days + 1)
+    hist = store.read_history(engine, "rain-tomorrow")
+    assert list(hist["decision"]) == ["promoted"]
+    # every logged model predicts from raw rows, with the tuned threshold
+    assert (project / "data" / "metrics" / "test.json").exists()
+    assert (project / "data" / "plots" / "roc.csv").exists()
+    assert any((project / "var" / "dvc-remote").rglob("*")), "dvc push left the local remote empty"
+
+
+def test_rerunning_the_same_date_changes_nothing(project: Path) -> None:
+    engine = store.connect(Settings(project_dir=project).raw_store_url)
+    before_rows = store.count_rows(engine)
+    before_versions = _versions(project)
+    day = LAST.replace(day=LAST.day - 1).isoformat()
+    out = _raincast(project, "run", "--source", "replay:replay.csv", "--date", day)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "no decision" in out.stdout
+    assert store.count_rows(engine) == before_rows
+    assert _versions(project) == before_versions
+    assert len(store.read_history(engine, "rain-tomorrow")) == 1
+
+
+def test_next_day_retrains_and_records_the_decision(project: Path) -> None:
+    out = _raincast(project, "run", "--source", "replay:replay.csv", "--date", LAST.isoformat())
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert _versions(project) == ["1", "2"]
+    engine = store.connect(Settings(project_dir=project).raw_store_url)
+    hist = store.read_history(engine, "rain-tomorrow")
+    assert len(hist) == 2
+    last = hist.iloc[-1]
+    assert last["candidate_version"] == "2" and last["champion_before"] == "1"
+    assert last["champion_f1"] is not None and "F1" in last["reasons"]
+    expected = "2" if last["decision"] == "promoted" else "1"
+    assert _champion(project) == expected
+
+
+def test_rollback_and_stage_names(project: Path) -> None:
+    out = _raincast(project, "registry", "stage", "2", "Production")
+    assert out.returncode == 0, out.stderr
+    assert _champion(project) == "2"
+    out = _raincast(project, "rollback")
+    assert out.returncode == 0, out.stderr
+    assert _champion(project) == "1"
+    bad = _raincast(project, "registry", "stage", "2", "Not A Label!")
+    assert bad.returncode == 1 and "not a valid alias" in bad.stderr
+
+
+def test_missing_replay_file_fails_with_a_message(project: Path) -> None:
+    out = _raincast(project, "run", "--source", "replay:nope.csv")
+    assert out.returncode == 1
+    assert "weatherAUS file not found" in out.stderr
