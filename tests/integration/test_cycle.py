@@ -131,3 +131,84 @@ def test_missing_replay_file_fails_with_a_message(project: Path) -> None:
     out = _raincast(project, "run", "--source", "replay:nope.csv")
     assert out.returncode == 1
     assert "weatherAUS file not found" in out.stderr
+
+
+def test_logged_model_predicts_from_raw_rows_and_mlflow_serves_it(project: Path) -> None:
+    import socket
+    import time
+
+    import mlflow
+    import pandas as pd
+    import requests
+
+    s = Settings(project_dir=project)
+    mlflow.set_tracking_uri(s.tracking_uri)
+    raw = pd.read_parquet(project / "data" / "split" / "test.parquet").head(20)
+    raw = raw.drop(columns=["RainTomorrow", "source"])
+    model = mlflow.pyfunc.load_model("models:/rain-tomorrow@champion")
+    out = model.predict(raw)
+    assert list(out.columns) == ["probability", "label", "threshold"]
+    assert out["probability"].between(0, 1).all()
+    assert ((out["probability"] >= out["threshold"]) == (out["label"] == "Yes")).all()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": s.tracking_uri,
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+    }
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/rain-tomorrow@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow models serve did not become ready in 120 s")
+        body = {
+            "dataframe_split": raw.head(3)
+            .astype(object)
+            .where(raw.head(3).notna(), None)
+            .to_dict(orient="split")
+        }
+        body["dataframe_split"].pop("index")
+        resp = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        served = pd.DataFrame(resp.json()["predictions"])
+        assert (
+            abs(served["probability"].to_numpy() - out["probability"].head(3).to_numpy()).max()
+            < 1e-6
+        )
+        bad = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": {"columns": ["MinTemp"], "data": [[1.0]]}},
+            timeout=30,
+        )
+        assert bad.status_code == 400  # Date and Location are required by the signature
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

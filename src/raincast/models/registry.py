@@ -86,7 +86,7 @@ def model_uri(name: str, version: str) -> str:
 def score_version(name: str, version: str, test: pd.DataFrame) -> Scores:
     """Load a registered version and score it on ``test`` at its own tuned threshold."""
     model = mlflow.pyfunc.load_model(model_uri(name, version))
-    out = model.predict(test.drop(columns=["RainTomorrow"]))
+    out = model.predict(test.drop(columns=["RainTomorrow", "source"], errors="ignore"))
     threshold = float(out["threshold"].iloc[0])
     m = classification_metrics(label_vector(test), out["probability"].to_numpy(), threshold)
     return Scores(version, m["f1"], m["roc_auc"], threshold)

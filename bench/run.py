@@ -1,0 +1,204 @@
+"""`make bench`: model quality and pipeline timings on ../shared/data, written to
+bench/results/*.json. Every number in the README's benchmark table comes from here."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "bench" / "results"
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAINCAST_")}
+    env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) of the command's process tree's largest child, stdout."""
+    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return wall, peak, proc.stdout
+
+
+def _project(base: Path, params: dict | None = None) -> Path:
+    work = base / "project"
+    work.mkdir(parents=True)
+    shutil.copy(REPO / "dvc.yaml", work)
+    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "params.yaml").write_text(
+        yaml.safe_dump(params or yaml.safe_load((REPO / "params.yaml").read_text()))
+    )
+    subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=work, check=True)
+    subprocess.run(
+        [str(BIN / "dvc"), "remote", "add", "-d", "local", "../var/dvc-remote"],
+        cwd=work / ".dvc",
+        check=True,
+    )
+    return work
+
+
+def quality() -> dict:
+    """Train < 2016 (validation 2015), test 2016-01..2017-06; out-of-time on rattle 2017-06-26+."""
+    from raincast import schema
+    from raincast.features import label_vector
+    from raincast.models.metrics import classification_metrics, per_station_auc
+    from raincast.models.train import fit, predict_proba
+    from raincast.params import SplitParams, load_params
+    from raincast.split import split_by_time
+
+    params = load_params(REPO / "params.yaml")
+    df = schema.read_weather_csv(DATA / "weatherAUS.csv.gz")
+    df = df[df[schema.RAIN_TOMORROW].notna()]
+    split = SplitParams(test_start=date(2016, 1, 1), validation_start=date(2015, 1, 1))
+    train, val, test, windows = split_by_time(df, split)
+    t0 = time.perf_counter()
+    model = fit(train, val, params.train)
+    fit_s = time.perf_counter() - t0
+    p = predict_proba(model.booster, test)
+    out = {
+        "windows": windows.as_dict(),
+        "fit_seconds": fit_s,
+        "best_iteration": model.best_iteration,
+        "test": classification_metrics(label_vector(test), p, model.threshold),
+    }
+    st = pd.Series(per_station_auc(test, label_vector(test), p))
+    out["test_station_auc"] = {
+        "min": st.min(),
+        "median": st.median(),
+        "max": st.max(),
+        "worst": st.nsmallest(3).round(4).to_dict(),
+    }
+    rattle = schema.read_weather_csv(DATA / "weatherAUS_rattle-5.6.2_2007-2026.csv.gz")
+    oot = rattle[(rattle[schema.DATE] > "2017-06-25") & rattle[schema.RAIN_TOMORROW].notna()]
+    out["out_of_time"] = classification_metrics(
+        label_vector(oot), predict_proba(model.booster, oot), model.threshold
+    )
+    out["out_of_time"]["window"] = f"{oot[schema.DATE].min()}..{oot[schema.DATE].max()}"
+    out["targets"] = {"roc_auc": 0.895, "f1": 0.68, "oot_roc_auc": 0.90}
+    return out
+
+
+def timings(tmp: Path) -> dict:
+    """Full cycle on the 145k-row Kaggle file, its no-op rerun, and the plain-fit baseline."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    csv = tmp / "weatherAUS.csv"
+    csv.write_bytes(
+        subprocess.run(
+            ["gzip", "-dc", str(DATA / "weatherAUS.csv.gz")], capture_output=True, check=True
+        ).stdout
+    )
+    work = _project(tmp)
+    cycle_s, cycle_rss, out = _timed(
+        [str(BIN / "raincast"), "run", "--source", f"replay:{csv}"], work
+    )
+    noop_s, _, noop_out = _timed([str(BIN / "raincast"), "run", "--source", f"replay:{csv}"], work)
+    plain_s, plain_rss, plain_out = _timed(
+        [sys.executable, "-m", "bench.plain_fit", str(csv), str(work / "params.yaml")], REPO
+    )
+    return {
+        "cycle_seconds": cycle_s,
+        "cycle_peak_rss_mib": cycle_rss,
+        "cycle_summary": out.strip().splitlines()[-4:],
+        "noop_rerun_seconds": noop_s,
+        "noop_summary": noop_out.strip().splitlines()[-2:],
+        "plain_fit_seconds": plain_s,
+        "plain_fit": json.loads(plain_out),
+        "cycle_over_plain": cycle_s / plain_s,
+        "targets": {"cycle_seconds": 60, "cycle_over_plain": 1.3, "noop_rerun_seconds": 10},
+    }
+
+
+def scaling(tmp: Path) -> dict:
+    """Validate + features + a fixed 200-round fit at 1x/4x/10x rows (stations replicated)."""
+    code = r"""
+import sys, time, resource, pandas as pd, xgboost as xgb
+from datetime import date
+from raincast import schema
+from raincast.data.validation import validate_batch
+from raincast.features import build_features, label_vector
+k = int(sys.argv[1]); df = schema.read_weather_csv(sys.argv[2])
+df = pd.concat([df.assign(Date=(pd.to_datetime(df.Date) + pd.DateOffset(years=12 * i)).dt.strftime("%Y-%m-%d"))
+                for i in range(k)], ignore_index=True)  # replicas shifted in time keep keys unique
+t0 = time.perf_counter()
+res = validate_batch(df, date(1990, 1, 1), date(2200, 1, 1))
+lab = res.accepted[res.accepted.RainTomorrow.notna()]
+d = xgb.QuantileDMatrix(build_features(lab), label_vector(lab), enable_categorical=True)
+xgb.train({"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "max_cat_to_onehot": 1}, d, 200)
+print(len(df), time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    out = {}
+    for k in (1, 4, 10):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(k), str(DATA / "weatherAUS.csv.gz")],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows, secs, rss = proc.stdout.split()
+        out[f"{k}x"] = {"rows": int(rows), "seconds": float(secs), "peak_rss_mib": float(rss)}
+    out["time_ratio_10x"] = out["10x"]["seconds"] / out["1x"]["seconds"]
+    out["target_time_ratio_10x"] = 10
+    return out
+
+
+def synthetic_speed() -> dict:
+    from raincast.sources.synthetic import SyntheticSource
+
+    t0 = time.perf_counter()
+    rows = len(SyntheticSource(seed=0).fetch(date(2015, 1, 1), date(2017, 12, 31)))
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    if not DATA.exists():
+        sys.exit(f"benchmarks need ../shared/data (weatherAUS files); not found at {DATA}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    only = set(sys.argv[1:]) or {"quality", "timings", "scaling", "synthetic"}
+    meta = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = {
+            "quality": quality,
+            "timings": lambda: timings(Path(tmp) / "t"),
+            "scaling": lambda: scaling(Path(tmp)),
+            "synthetic": synthetic_speed,
+        }
+        for name, job in jobs.items():
+            if name not in only:
+                continue
+            print(f"bench {name} ...", flush=True)
+            result = {"meta": meta, **job()}
+            (RESULTS / f"{name}.json").write_text(
+                json.dumps(result, indent=2, default=float) + "\n"
+            )
+            print(json.dumps(result, indent=2, default=float), flush=True)
+
+
+if __name__ == "__main__":
+    main()
