@@ -43,7 +43,7 @@ def build_features(raw: pd.DataFrame) -> pd.DataFrame:
     unknown = sorted(set(raw[schema.LOCATION]) - set(_LOCATION_TYPE.categories))
     if unknown:
         raise FeatureError(f"unknown station(s): {unknown[:5]}")
-    dates = pd.to_datetime(raw[schema.DATE], errors="coerce")
+    dates = pd.to_datetime(raw[schema.DATE], format="%Y-%m-%d", errors="coerce")
     if dates.isna().any():
         raise FeatureError("Date must be an ISO date (YYYY-MM-DD)")
 

@@ -36,7 +36,7 @@ class TrainParams(_Strict):
 
 
 class PromoteParams(_Strict):
-    f1_margin: float = 0.002
+    f1_margin: float = Field(0.002, gt=0.0)
     auc_tolerance: float = Field(0.005, ge=0.0)
     leakage_auc: float = Field(0.985, gt=0.5, le=1.0)
 
@@ -58,7 +58,7 @@ class Params(_Strict):
     retrain: RetrainParams = Field(default_factory=RetrainParams)
     history: HistoryParams = Field(default_factory=HistoryParams)
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:

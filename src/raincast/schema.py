@@ -130,7 +130,7 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     out = df.loc[:, list(COLUMNS)].copy()
     for col in NUMERIC_COLUMNS:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
-    out[DATE] = pd.to_datetime(out[DATE], errors="coerce").dt.strftime("%Y-%m-%d")
+    out[DATE] = pd.to_datetime(out[DATE], format="ISO8601", errors="coerce").dt.strftime("%Y-%m-%d")
     for col in (DATE, LOCATION, *DIRECTION_COLUMNS, RAIN_TODAY, RAIN_TOMORROW):
         out[col] = out[col].astype("object").where(out[col].notna(), None)
     return out.reset_index(drop=True)

@@ -48,7 +48,8 @@ def _type_schema() -> pa.DataFrameSchema:
     cols: dict[str, pa.Column] = {
         c: pa.Column(float, nullable=True, coerce=True) for c in schema.NUMERIC_COLUMNS
     }
-    cols[schema.DATE] = pa.Column(pa.DateTime, nullable=False, coerce=True)
+    # Date is parsed strictly as ISO by schema.conform; unparseable dates are caught there.
+    cols[schema.DATE] = pa.Column(nullable=False)
     cols[schema.LOCATION] = pa.Column(nullable=False)
     return pa.DataFrameSchema(cols, strict=False)
 
@@ -111,8 +112,11 @@ def _failures(s: pa.DataFrameSchema, df: pd.DataFrame) -> list[tuple[int, str, s
 def _frame_failures(df: pd.DataFrame, start: date, end: date) -> list[tuple[int, str, str]]:
     """Freshness, calm-wind and duplicate rules, which span cells or rows."""
     out: list[tuple[int, str, str]] = []
+    for i in df.index[df[schema.DATE].isna()]:
+        out.append((i, "type:Date", "Date is not an ISO date (YYYY-MM-DD)"))
     dates = pd.to_datetime(df[schema.DATE]).dt.date
-    for i in df.index[(dates < start) | (dates > end)]:
+    known = df[schema.DATE].notna()
+    for i in df.index[known & ((dates < start) | (dates > end))]:
         out.append((i, "freshness:Date", f"Date {dates[i]} outside requested {start}..{end}"))
     for speed, direction in _CALM_PAIRS:
         calm = (df[speed] == 0) & df[direction].notna()
@@ -120,8 +124,10 @@ def _frame_failures(df: pd.DataFrame, start: date, end: date) -> list[tuple[int,
             out.append((i, f"calm:{direction}", f"{speed}=0 (calm) but {direction} is set"))
     key = [dates, df[schema.LOCATION]]
     dup_key = pd.Series(list(zip(*key, strict=True)), index=df.index)
-    conflicting = dup_key.duplicated(keep=False) & ~df.duplicated(keep=False)
     repeated = df.duplicated(keep="first")
+    # A key seen with two different value sets is a conflict: quarantine every row of it.
+    distinct = dup_key[~repeated]
+    conflicting = dup_key.isin(set(distinct[distinct.duplicated(keep=False)]))
     for i in df.index[repeated]:
         out.append((i, "duplicate:key", "exact repeat of an earlier row"))
     for i in df.index[conflicting & ~repeated]:

@@ -65,7 +65,7 @@ def decide_promotion(candidate: Scores, champion: Scores | None, rule: PromotePa
         return Decision(True, ["first model: no champion yet"])
     reasons = []
     gain = candidate.f1 - champion.f1
-    f1_ok = gain >= rule.f1_margin
+    f1_ok = gain >= rule.f1_margin - 1e-12  # float noise must not turn "equal" into "less"
     reasons.append(
         f"F1 {candidate.f1:.4f} vs champion {champion.f1:.4f} (gain {gain:+.4f}, "
         f"needs >= {rule.f1_margin}): {'ok' if f1_ok else 'not enough'}"

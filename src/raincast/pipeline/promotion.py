@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -169,7 +168,3 @@ def rollback(settings: Settings, to_version: str | None = None) -> tuple[str | N
         reason=f"rollback {current} -> {to_version}",
     )
     return current, to_version
-
-
-def history_path(settings: Settings) -> Path:
-    return settings.project_dir / "data" / "promotion_history.csv"

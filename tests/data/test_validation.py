@@ -1,0 +1,307 @@
+"""Validation: every rule quarantines exactly its row with a named check and a readable reason;
+and the validate task end to end through the landing area."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from raincast import schema
+from raincast.data import store
+from raincast.data.validation import ValidationResult, validate_batch
+from raincast.params import ValidateParams
+from raincast.pipeline import ingest
+from raincast.settings import Settings
+from raincast.sources.synthetic import SyntheticSource
+from tests.conftest import RawRows
+
+START = date(2020, 1, 1)
+END = date(2020, 1, 3)
+TEN = (
+    "Adelaide", "AliceSprings", "Brisbane", "Cairns", "Canberra",
+    "Darwin", "Hobart", "Melbourne", "Perth", "Sydney",
+)  # fmt: skip
+
+
+@pytest.fixture
+def clean(raw_rows: RawRows) -> pd.DataFrame:
+    """3 days x 3 stations, as object columns so any cell can be corrupted."""
+    return raw_rows(n_days=3, start=START).astype(object)
+
+
+def _windy_index(df: pd.DataFrame) -> int:
+    """A row whose 9 am wind was measured and non-zero (it carries a direction)."""
+    ok = df.index[(pd.to_numeric(df["WindSpeed9am"]) > 0) & df["WindDir9am"].notna()]
+    return int(ok[0])
+
+
+def _run(raw: pd.DataFrame) -> ValidationResult:
+    res = validate_batch(raw, START, END)
+    assert res.rows_in == len(raw) == len(res.accepted) + len(res.quarantined)
+    return res
+
+
+def test_clean_batch_is_accepted_whole(clean: pd.DataFrame) -> None:
+    res = _run(clean)
+    assert res.quarantined.empty
+    assert res.check_counts == {}
+    assert res.invalid_share == 0.0
+    assert len(res.accepted) == len(clean)
+    assert list(res.accepted.columns) == list(schema.COLUMNS)
+    assert res.accepted["MinTemp"].dtype == "float64"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "check", "reason_part"),
+    [
+        ("MinTemp", "warm", "type:MinTemp", "MinTemp='warm' is not a number"),
+        ("Humidity3pm", 150.0, "range:Humidity3pm", "outside physical range [0.0, 100.0]"),
+        ("Pressure9am", 800.0, "range:Pressure9am", "outside physical range [900.0, 1080.0]"),
+        ("Location", "Atlantis", "station:Location", "'Atlantis' is not one of the 49 stations"),
+        ("WindGustDir", "NORTH", "category:WindGustDir", "'NORTH' is not an allowed value"),
+        ("RainToday", "maybe", "category:RainToday", "RainToday='maybe' is not an allowed value"),
+        ("Date", "2019-12-25", "freshness:Date", "outside requested 2020-01-01..2020-01-03"),
+    ],
+)
+def test_one_bad_cell_quarantines_only_its_row(
+    clean: pd.DataFrame, column: str, value: object, check: str, reason_part: str
+) -> None:
+    raw = clean.copy()
+    raw.loc[4, column] = value
+    res = _run(raw)
+
+    assert len(res.quarantined) == 1
+    bad = res.quarantined.iloc[0]
+    assert bad["check"] == check
+    assert reason_part in bad["reason"]
+    assert res.check_counts == {check: 1}
+    # Every other row is accepted, conformed and unchanged.
+    pd.testing.assert_frame_equal(res.accepted, schema.conform(clean.drop(index=4)))
+
+
+def test_calm_wind_with_a_direction_is_quarantined(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    i = _windy_index(raw)
+    raw.loc[i, "WindSpeed9am"] = 0.0
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["calm:WindDir9am"]
+    assert "WindSpeed9am=0 (calm) but WindDir9am is set" in res.quarantined["reason"].iloc[0]
+    assert len(res.accepted) == len(clean) - 1
+
+
+def test_calm_wind_without_a_direction_is_fine(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    i = _windy_index(raw)
+    raw.loc[i, "WindSpeed9am"] = 0.0
+    raw.loc[i, "WindDir9am"] = None
+    res = _run(raw)
+    assert res.quarantined.empty
+
+
+def test_missing_measurements_are_not_failures(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    raw.loc[0, ["MinTemp", "Rainfall", "WindGustDir", "RainToday"]] = None
+    assert _run(raw).quarantined.empty
+
+
+def test_missing_location_is_quarantined_as_missing(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    raw.loc[2, schema.LOCATION] = None
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["missing:Location"]
+    assert res.quarantined[schema.LOCATION].iloc[0] is None
+
+
+def test_exact_duplicate_keeps_one_and_quarantines_the_repeat(clean: pd.DataFrame) -> None:
+    raw = pd.concat([clean, clean.iloc[[5]]], ignore_index=True)
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["duplicate:key"]
+    assert res.quarantined["reason"].iloc[0] == "exact repeat of an earlier row"
+    assert len(res.accepted) == len(clean)
+    assert not res.accepted.duplicated([schema.DATE, schema.LOCATION]).any()
+
+
+def test_conflicting_duplicate_quarantines_both(clean: pd.DataFrame) -> None:
+    other = clean.iloc[[5]].copy()
+    other["MaxTemp"] = float(other["MaxTemp"].iloc[0]) + 1.0
+    raw = pd.concat([clean, other], ignore_index=True)
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["duplicate:key", "duplicate:key"]
+    assert set(res.quarantined["reason"]) == {"same (Date, Location) as a row with other values"}
+    key = (clean.loc[5, schema.DATE], clean.loc[5, schema.LOCATION])
+    assert key not in set(
+        zip(res.accepted[schema.DATE], res.accepted[schema.LOCATION], strict=True)
+    )
+    assert len(res.accepted) == len(clean) - 1
+    assert res.check_counts == {"duplicate:key": 2}
+
+
+def test_missing_column_raises(clean: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="Humidity3pm"):
+        validate_batch(clean.drop(columns=["Humidity3pm"]), START, END)
+
+
+def test_every_failing_rule_at_once_keeps_the_row_accounting(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    raw.loc[0, "MinTemp"] = "warm"
+    raw.loc[1, "Humidity9am"] = -5.0
+    raw.loc[1, "Cloud3pm"] = 12.0  # two failures on one row: one quarantined row, two checks
+    raw.loc[2, "WindDir3pm"] = "X"
+    res = _run(raw)
+    assert len(res.quarantined) == 3
+    assert res.quarantined["check"].tolist() == [
+        "type:MinTemp",
+        "range:Cloud3pm,range:Humidity9am",
+        "category:WindDir3pm",
+    ]
+    assert "Humidity9am=-5.0" in res.quarantined["reason"].iloc[1]
+    assert "Cloud3pm=12.0" in res.quarantined["reason"].iloc[1]
+    assert res.invalid_share == pytest.approx(3 / len(clean))
+    assert res.worst_checks(1) == [("category:WindDir3pm", 1)]
+
+
+def test_payload_keeps_the_original_raw_values(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    raw.loc[3, "MinTemp"] = "12,5"  # a decimal comma: kept verbatim, not coerced to NaN
+    raw.loc[3, "Evaporation"] = None
+    res = _run(raw)
+    payload = json.loads(res.quarantined["payload"].iloc[0])
+    assert set(payload) == set(schema.COLUMNS)
+    assert payload["MinTemp"] == "12,5"
+    assert payload["Evaporation"] is None
+    assert payload[schema.LOCATION] == clean.loc[3, schema.LOCATION]
+    assert payload["MaxTemp"] == pytest.approx(float(clean.loc[3, "MaxTemp"]))
+    assert res.quarantined[schema.DATE].iloc[0] == clean.loc[3, schema.DATE]
+
+
+# --- the validate task: landing area -> store --------------------------------------------
+
+DAY = date(2021, 3, 10)
+
+
+class _Corrupting:
+    """A source that returns synthetic rows with the first ``n_bad`` made out of range."""
+
+    name = "synthetic"
+
+    def __init__(self, n_bad: int) -> None:
+        self.inner = SyntheticSource(seed=2, stations=TEN)
+        self.n_bad = n_bad
+
+    def fetch(self, start: date, end: date) -> pd.DataFrame:
+        df = self.inner.fetch(start, end)
+        df.loc[: self.n_bad - 1, "Humidity3pm"] = 150.0
+        return df
+
+
+class _Empty:
+    name = "synthetic"
+
+    def fetch(self, start: date, end: date) -> pd.DataFrame:
+        return schema.empty_frame()
+
+
+def _quarantine_rows(engine: sa.Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(sa.select(store.quarantine)).mappings().all())
+
+
+def test_validate_loads_a_clean_fetch(settings: Settings) -> None:
+    source = ingest.make_source("synthetic:2", settings)
+    fetched = ingest.fetch(settings, source, DAY, start=DAY - timedelta(days=1))
+    assert fetched.path.exists() and fetched.rows == 2 * len(schema.station_names())
+
+    out = ingest.validate(settings, ValidateParams(), DAY)
+    engine = store.connect(settings.raw_store_url)
+    assert out.run_id == f"synthetic:{DAY.isoformat()}"
+    assert out.result.quarantined.empty
+    assert out.upsert is not None and out.upsert.inserted == fetched.rows
+    assert store.count_rows(engine) == fetched.rows
+    # Day 1 is labelled from day 2's rainfall; day 2 waits for day 3.
+    landed = pd.read_parquet(fetched.path)
+    expected = store.next_day_labels(landed).rename(schema.RAIN_TOMORROW)
+    obs = store.read_observations(engine)
+    pd.testing.assert_series_equal(
+        obs[schema.RAIN_TOMORROW].astype(object).where(obs[schema.RAIN_TOMORROW].notna(), None),
+        expected.set_axis(obs.index).astype(object),
+        check_dtype=False,
+    )
+    assert obs.loc[obs[schema.DATE] == DAY.isoformat(), schema.RAIN_TOMORROW].isna().all()
+    assert (settings.project_dir / ingest.MANIFEST).exists()
+
+
+def test_validate_rejects_a_mostly_bad_batch_and_loads_nothing(settings: Settings) -> None:
+    ingest.fetch(settings, _Corrupting(n_bad=3), DAY)  # 3 of 10 rows > 5 %
+    with pytest.raises(ingest.ValidationFailedError) as err:
+        ingest.validate(settings, ValidateParams(max_invalid_share=0.05), DAY)
+    msg = str(err.value)
+    assert "3/10 rows invalid" in msg
+    assert "worst checks: range:Humidity3pm (3 rows)" in msg
+    assert "Nothing loaded" in msg
+
+    engine = store.connect(settings.raw_store_url)
+    assert store.count_rows(engine) == 0
+    kept = _quarantine_rows(engine)
+    assert len(kept) == 3
+    assert set(kept["check"]) == {"range:Humidity3pm"}
+    assert set(kept["run_id"]) == {f"synthetic:{DAY.isoformat()}"}
+    assert not (settings.project_dir / ingest.MANIFEST).exists()
+
+
+def test_validate_tolerates_a_few_bad_rows(settings: Settings) -> None:
+    ingest.fetch(settings, _Corrupting(n_bad=1), DAY)  # 1 of 10 = 10 %
+    out = ingest.validate(settings, ValidateParams(max_invalid_share=0.2), DAY)
+    engine = store.connect(settings.raw_store_url)
+    assert store.count_rows(engine) == 9
+    assert out.upsert is not None and out.upsert.inserted == 9
+    assert len(_quarantine_rows(engine)) == 1
+
+
+def test_validate_fails_an_empty_batch(settings: Settings) -> None:
+    ingest.fetch(settings, _Empty(), DAY)
+    with pytest.raises(ingest.ValidationFailedError, match="returned no rows"):
+        ingest.validate(settings, ValidateParams(), DAY)
+    assert store.count_rows(store.connect(settings.raw_store_url)) == 0
+
+
+def test_validate_without_a_fetch_says_what_to_run(settings: Settings) -> None:
+    with pytest.raises(FileNotFoundError, match="raincast fetch --date 2021-03-10"):
+        ingest.validate(settings, ValidateParams(), DAY)
+
+
+def test_revalidating_the_same_date_is_a_no_op(settings: Settings) -> None:
+    ingest.fetch(settings, _Corrupting(n_bad=1), DAY)
+    params = ValidateParams(max_invalid_share=0.2)
+    ingest.validate(settings, params, DAY)
+    engine = store.connect(settings.raw_store_url)
+    before = store.read_observations(engine)
+    manifest = (settings.project_dir / ingest.MANIFEST).read_text()
+
+    again = ingest.validate(settings, params, DAY)
+    assert again.upsert is not None
+    assert (again.upsert.inserted, again.upsert.updated, again.upsert.labels_filled) == (0, 0, 0)
+    assert again.upsert.unchanged == 9
+    assert not again.upsert.changed
+    pd.testing.assert_frame_equal(store.read_observations(engine), before)
+    assert len(_quarantine_rows(engine)) == 1  # replaced for the run id, not appended
+    assert (settings.project_dir / ingest.MANIFEST).read_text() == manifest
+
+
+def test_non_iso_date_is_quarantined_not_guessed() -> None:
+    from datetime import date as _date
+
+    from raincast.sources.synthetic import SyntheticSource
+
+    rows = SyntheticSource(seed=1, stations=["Sydney", "Perth"]).fetch(
+        _date(2021, 1, 2), _date(2021, 1, 2)
+    )
+    rows = rows.astype(object)
+    rows.loc[0, "Date"] = "02/01/2021"  # day/month order is ambiguous: never guess
+    result = validate_batch(rows, _date(2021, 1, 1), _date(2021, 1, 3))
+    assert len(result.accepted) == 1
+    assert result.quarantined["check"].tolist() == ["type:Date"]
+    assert "ISO" in result.quarantined["reason"].iloc[0]

@@ -1,0 +1,142 @@
+"""The promotion rule, stage-name resolution and strict parsing of params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from raincast.models.registry import CHALLENGER, CHAMPION, Scores, decide_promotion, resolve_stage
+from raincast.params import PromoteParams, load_params
+
+RULE = PromoteParams(f1_margin=0.002, auc_tolerance=0.005, leakage_auc=0.985)
+CHAMP = Scores(version="1", f1=0.600, roc_auc=0.880, threshold=0.4)
+
+
+def _cand(f1: float, auc: float) -> Scores:
+    return Scores(version="2", f1=f1, roc_auc=auc, threshold=0.35)
+
+
+def test_clear_f1_gain_with_healthy_auc_is_promoted() -> None:
+    d = decide_promotion(_cand(0.610, 0.881), CHAMP, RULE)
+    assert d.promote and d.label == "promoted"
+    assert "F1 0.6100 vs champion 0.6000 (gain +0.0100, needs >= 0.002): ok" in d.reasons[0]
+    assert "ROC AUC 0.8810 vs floor 0.8750" in d.reasons[1]
+    assert d.reasons[1].endswith("ok")
+
+
+def test_gain_of_exactly_the_margin_is_enough() -> None:
+    # Binary-exact numbers (2**-7), so the boundary is tested and not float rounding.
+    rule = RULE.model_copy(update={"f1_margin": 0.0078125})
+    champ = Scores(version="1", f1=0.5, roc_auc=0.88, threshold=0.4)
+    assert decide_promotion(_cand(0.5078125, 0.88), champ, rule).promote
+    assert not decide_promotion(_cand(0.5078, 0.88), champ, rule).promote
+
+
+def test_gain_below_the_margin_is_rejected() -> None:
+    d = decide_promotion(_cand(0.601, 0.90), CHAMP, RULE)
+    assert not d.promote and d.label == "rejected"
+    assert "gain +0.0010, needs >= 0.002): not enough" in d.reasons[0]
+
+
+def test_a_tie_is_not_a_win() -> None:
+    d = decide_promotion(_cand(0.600, 0.880), CHAMP, RULE)
+    assert not d.promote
+    assert "gain +0.0000" in d.reasons[0] and "not enough" in d.reasons[0]
+
+
+def test_worse_f1_is_rejected() -> None:
+    d = decide_promotion(_cand(0.55, 0.95), CHAMP, RULE)
+    assert not d.promote
+    assert "gain -0.0500" in d.reasons[0]
+
+
+def test_auc_guardrail_blocks_an_f1_win() -> None:
+    d = decide_promotion(_cand(0.650, 0.874), CHAMP, RULE)  # floor is 0.880 - 0.005 = 0.875
+    assert not d.promote
+    assert d.reasons[0].endswith("ok")  # the F1 part alone would have won
+    assert "ROC AUC 0.8740 vs floor 0.8750 (champion 0.8800 - 0.005): regression" in d.reasons[1]
+
+
+def test_auc_just_inside_the_tolerance_is_accepted() -> None:
+    assert decide_promotion(_cand(0.650, 0.876), CHAMP, RULE).promote
+
+
+def test_leakage_alarm_blocks_a_winner() -> None:
+    d = decide_promotion(_cand(0.95, 0.990), CHAMP, RULE)
+    assert not d.promote
+    assert d.reasons == ["leakage alarm: ROC AUC 0.9900 > 0.985 is implausibly high"]
+
+
+def test_leakage_alarm_blocks_a_first_model_too() -> None:
+    d = decide_promotion(_cand(0.95, 0.999), None, RULE)
+    assert not d.promote
+    assert "leakage alarm" in d.reasons[0] and "0.9990" in d.reasons[0]
+
+
+def test_first_model_is_promoted() -> None:
+    d = decide_promotion(_cand(0.30, 0.70), None, RULE)
+    assert d.promote
+    assert d.reasons == ["first model: no champion yet"]
+
+
+# --- stage names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "alias"),
+    [
+        ("Production", CHAMPION),
+        ("production", CHAMPION),
+        ("Staging", CHALLENGER),
+        (" STAGING ", CHALLENGER),
+        ("Archived", None),
+        ("None", None),
+        ("Canary", "canary"),
+        ("shadow_2", "shadow_2"),
+    ],
+)
+def test_resolve_stage(label: str, alias: str | None) -> None:
+    assert resolve_stage(label) == alias
+
+
+@pytest.mark.parametrize("label", ["", "2fast", "has space", "v3", "latest", "a/b", "x" * 64])
+def test_resolve_stage_rejects_invalid_labels(label: str) -> None:
+    with pytest.raises(ValueError, match="is not a valid alias"):
+        resolve_stage(label)
+
+
+# --- params.yaml ------------------------------------------------------------------------
+
+
+def test_project_params_load() -> None:
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert params.validate_.max_invalid_share == pytest.approx(0.05)
+    assert params.promote.leakage_auc == pytest.approx(0.985)
+    assert params.train.xgb["n_jobs"] == 2
+
+
+def test_unknown_key_inside_a_section_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("promote:\n  f1_margin: 0.01\n  f1_marign: 0.02\n")
+    with pytest.raises(ValidationError, match="f1_marign"):
+        load_params(path)
+
+
+def test_out_of_range_value_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("validate:\n  max_invalid_share: 1.5\n")
+    with pytest.raises(ValidationError, match="max_invalid_share"):
+        load_params(path)
+
+
+def test_empty_params_file_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    assert load_params(path).split.test_days == 365
+
+
+def test_missing_params_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
