@@ -53,6 +53,17 @@ def predict_frame(booster: Any, raw: pd.DataFrame, threshold: float) -> pd.DataF
     )
 
 
+def pip_requirements() -> list[str]:
+    """Pinned runtime requirements of the logged model (the versions training used).
+
+    Given explicitly so MLflow does not infer them by loading the model in a subprocess.
+    """
+    from importlib.metadata import version
+
+    dists = ("mlflow", "xgboost-cpu", "pandas", "numpy", "scikit-learn", "pydantic", "pyyaml")
+    return [f"{d}=={version(d)}" for d in dists]
+
+
 def signature() -> ModelSignature:
     """Raw weatherAUS rows in (Date and Location required), predictions out."""
     cols = [ColSpec("string", schema.DATE), ColSpec("string", schema.LOCATION)]

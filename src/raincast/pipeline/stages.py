@@ -16,7 +16,7 @@ from raincast.data import store
 from raincast.features import FEATURE_COLUMNS, label_vector
 from raincast.models import tracking
 from raincast.models.metrics import classification_metrics, curves, per_station_auc
-from raincast.models.pyfunc import RainModel, predict_frame, signature
+from raincast.models.pyfunc import RainModel, pip_requirements, predict_frame, signature
 from raincast.models.train import fit, predict_proba
 from raincast.params import Params, params_hash
 from raincast.settings import Settings
@@ -116,6 +116,7 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
             artifacts={"booster": str(booster_path), "meta": str(meta_path)},
             code_paths=[str(Path(__file__).resolve().parents[1])],
             signature=signature(),
+            pip_requirements=pip_requirements(),
             input_example=example,
             registered_model_name=settings.model_name,
         )
