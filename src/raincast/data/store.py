@@ -160,6 +160,16 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str]) -> np.ndarray:
     return eq
 
 
+def _keyed_update(columns: list[str]) -> sa.Update:
+    """UPDATE of ``columns`` (bound as ``v_<col>``) for the row keyed by ``k_date``/``k_loc``."""
+    return (
+        sa.update(observations)
+        .where(observations.c[schema.DATE] == sa.bindparam("k_date"))
+        .where(observations.c[schema.LOCATION] == sa.bindparam("k_loc"))
+        .values({c: sa.bindparam(f"v_{c}") for c in columns})
+    )
+
+
 def next_day_labels(frame: pd.DataFrame) -> pd.Series:
     """RainTomorrow(D) = RainToday(D+1) of the same station, from the rows in ``frame``.
 
@@ -240,12 +250,7 @@ def upsert_observations(
         if len(to_insert):
             conn.execute(sa.insert(observations), [{**r, **prov} for r in _to_records(to_insert)])
         if len(to_update):
-            stmt = (
-                sa.update(observations)
-                .where(observations.c[schema.DATE] == sa.bindparam("k_date"))
-                .where(observations.c[schema.LOCATION] == sa.bindparam("k_loc"))
-                .values({c: sa.bindparam(f"v_{c}") for c in [*value_cols, *prov]})
-            )
+            stmt = _keyed_update([*value_cols, *prov])
             recs = [
                 {
                     "k_date": r[schema.DATE],
@@ -257,16 +262,15 @@ def upsert_observations(
             ]
             conn.execute(stmt, recs)
         if relabel:
-            stmt = (
-                sa.update(observations)
-                .where(observations.c[schema.DATE] == sa.bindparam("k_date"))
-                .where(observations.c[schema.LOCATION] == sa.bindparam("k_loc"))
-                .values({schema.RAIN_TOMORROW: sa.bindparam("v_label")})
-            )
+            stmt = _keyed_update([schema.RAIN_TOMORROW])
             conn.execute(
                 stmt,
                 [
-                    {"k_date": date.fromisoformat(d), "k_loc": loc, "v_label": lab}
+                    {
+                        "k_date": date.fromisoformat(d),
+                        "k_loc": loc,
+                        f"v_{schema.RAIN_TOMORROW}": lab,
+                    }
                     for d, loc, lab in relabel
                 ],
             )
