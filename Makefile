@@ -3,8 +3,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV ?= uv
 export UV_LINK_MODE ?= copy
+# Each DVC stage and Airflow task is a fresh Python process: let it reuse cached bytecode
+# (with PYTHONDONTWRITEBYTECODE set, every process recompiles MLflow & co, ~3 s each).
+unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run airflow test test-fast lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -16,6 +19,9 @@ install: ## Install uv (if missing) and sync the locked environment into .venv
 run: install ## One full daily cycle on embedded defaults (RAINCAST_SOURCE / RAINCAST_DATE to change)
 	$(UV) run --locked raincast run
 
+airflow: install ## Airflow standalone on http://127.0.0.1:8080 (DAGs unpaused, local task runner)
+	$(UV) run --locked raincast airflow
+
 test: install ## Run the whole test suite
 	$(UV) run --locked pytest
 
@@ -23,13 +29,13 @@ test-fast: install ## Unit tests only
 	$(UV) run --locked pytest tests/unit tests/data tests/model -q
 
 lint: install ## ruff lint + format check, mypy on src/
-	$(UV) run --locked ruff check src tests bench
-	$(UV) run --locked ruff format --check src tests bench
+	$(UV) run --locked ruff check src tests bench dags
+	$(UV) run --locked ruff format --check src tests bench dags
 	$(UV) run --locked mypy
 
 format: install ## Apply ruff fixes and formatting
-	$(UV) run --locked ruff check --fix src tests bench
-	$(UV) run --locked ruff format src tests bench
+	$(UV) run --locked ruff check --fix src tests bench dags
+	$(UV) run --locked ruff format src tests bench dags
 
 bench: install ## Benchmarks: quality + timings on ../shared/data, results in bench/results/
 	$(UV) run --locked python -m bench.run

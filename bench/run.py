@@ -114,7 +114,7 @@ def timings(tmp: Path) -> dict:
         [str(BIN / "raincast"), "run", "--source", f"replay:{csv}"], work
     )
     noop_s, _, noop_out = _timed([str(BIN / "raincast"), "run", "--source", f"replay:{csv}"], work)
-    plain_s, plain_rss, plain_out = _timed(
+    plain_s, _, plain_out = _timed(
         [sys.executable, "-m", "bench.plain_fit", str(csv), str(work / "params.yaml")], REPO
     )
     return {
@@ -139,13 +139,15 @@ from raincast import schema
 from raincast.data.validation import validate_batch
 from raincast.features import build_features, label_vector
 k = int(sys.argv[1]); df = schema.read_weather_csv(sys.argv[2])
-df = pd.concat([df.assign(Date=(pd.to_datetime(df.Date) + pd.DateOffset(years=12 * i)).dt.strftime("%Y-%m-%d"))
-                for i in range(k)], ignore_index=True)  # replicas shifted in time keep keys unique
+shift = lambda i: (pd.to_datetime(df.Date) + pd.DateOffset(years=12 * i)).dt.strftime("%Y-%m-%d")
+# replicas shifted in time keep (Date, Location) keys unique
+df = pd.concat([df.assign(Date=shift(i)) for i in range(k)], ignore_index=True)
 t0 = time.perf_counter()
 res = validate_batch(df, date(1990, 1, 1), date(2200, 1, 1))
 lab = res.accepted[res.accepted.RainTomorrow.notna()]
 d = xgb.QuantileDMatrix(build_features(lab), label_vector(lab), enable_categorical=True)
-xgb.train({"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "max_cat_to_onehot": 1}, d, 200)
+params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2}
+xgb.train({**params, "max_cat_to_onehot": 1}, d, 200)
 print(len(df), time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     out = {}
@@ -172,11 +174,18 @@ def synthetic_speed() -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - t0}
 
 
+def serving() -> dict:
+    """In-process vs the raincast API vs `mlflow models serve` (see bench/serve.py)."""
+    from bench.serve import main as serve_bench
+
+    return serve_bench()
+
+
 def main() -> None:
     if not DATA.exists():
         sys.exit(f"benchmarks need ../shared/data (weatherAUS files); not found at {DATA}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    only = set(sys.argv[1:]) or {"quality", "timings", "scaling", "synthetic"}
+    only = set(sys.argv[1:]) or {"quality", "timings", "scaling", "synthetic", "serving"}
     meta = {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -188,6 +197,7 @@ def main() -> None:
             "timings": lambda: timings(Path(tmp) / "t"),
             "scaling": lambda: scaling(Path(tmp)),
             "synthetic": synthetic_speed,
+            "serving": serving,
         }
         for name, job in jobs.items():
             if name not in only:

@@ -8,9 +8,12 @@ import logging
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from raincast.serving.auth import UserStore
 
 app = typer.Typer(
     help="raincast: keep a rain-tomorrow model fresh and serve it safely.", no_args_is_help=True
@@ -19,6 +22,11 @@ registry_app = typer.Typer(
     help="Inspect and move registry aliases (stage names map to aliases).", no_args_is_help=True
 )
 app.add_typer(registry_app, name="registry")
+users_app = typer.Typer(
+    help="Manage API users in $RAINCAST_USERS_FILE (default var/users.json).",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
 
 log = logging.getLogger("raincast")
 
@@ -100,8 +108,9 @@ def validate(
         raise _fail(str(err)) from err
     r, u = out.result, out.upsert
     typer.echo(
-        f"validated {r.rows_in} rows for {d}: {len(r.accepted)} accepted, {len(r.quarantined)} quarantined; "
-        f"store: {u.inserted} inserted, {u.updated} updated, {u.unchanged} unchanged, {u.labels_filled} labels filled"
+        f"validated {r.rows_in} rows for {d}: {len(r.accepted)} accepted, "
+        f"{len(r.quarantined)} quarantined; store: {u.inserted} inserted, {u.updated} updated, "
+        f"{u.unchanged} unchanged, {u.labels_filled} labels filled"
         if u
         else "nothing loaded"
     )
@@ -148,6 +157,123 @@ def evaluate() -> None:
     settings, _ = _setup()
     m = stages.evaluate(settings)  # type: ignore[arg-type]
     typer.echo(f"test F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}")
+
+
+BatchDateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--date",
+        "-d",
+        help="Observation date YYYY-MM-DD (default: $RAINCAST_DATE or the newest in the store).",
+    ),
+]
+RunIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RAINCAST_RUN_ID", help="Run id stored with the rows (default: cli:<time>)."
+    ),
+]
+
+
+@app.command()
+def predict(logical_date: BatchDateOpt = None, run_id: RunIdOpt = None) -> None:
+    """Predict rain tomorrow for every station observed on the date, with the champion."""
+    from mlflow.exceptions import MlflowException
+
+    from raincast.pipeline import batch
+
+    settings, _ = _setup()
+    try:
+        d = _date(logical_date) or batch.latest_observation_date(settings)  # type: ignore[arg-type]
+        rep = batch.predict_day(settings, d, run_id)  # type: ignore[arg-type]
+    except (LookupError, ValueError, MlflowException) as err:
+        raise _fail(str(err)) from err
+    missing = ", ".join(rep.missing_stations[:10]) + (
+        " ..." if len(rep.missing_stations) > 10 else ""
+    )
+    typer.echo(
+        f"predicted {rep.target_date} from {rep.rows} observations of {rep.observation_date} with "
+        f"{rep.model_name} v{rep.model_version}: {rep.written} rows written "
+        f"({rep.inserted} new, {rep.updated} updated, {rep.unchanged} unchanged), "
+        f"mean probability {rep.mean_probability:.3f}, "
+        f"{len(rep.missing_stations)} stations missing{': ' + missing if missing else ''}"
+    )
+
+
+@app.command()
+def score(
+    logical_date: BatchDateOpt = None,
+    windows: Annotated[
+        str, typer.Option(help="Comma-separated window lengths in days, ending at the date.")
+    ] = "7,30",
+    run_id: RunIdOpt = None,
+) -> None:
+    """Score past predictions against observed outcomes (live F1, AUC, rates per window)."""
+    from raincast.pipeline import batch
+
+    settings, _ = _setup()
+    try:
+        days = batch.parse_windows(windows)
+        d = _date(logical_date) or batch.latest_observation_date(settings)  # type: ignore[arg-type]
+        rows = batch.score_day(settings, d, days, run_id)  # type: ignore[arg-type]
+        pending = batch.count_pending(settings, d, max(days))  # type: ignore[arg-type]
+    except (LookupError, ValueError) as err:
+        raise _fail(str(err)) from err
+    if not rows:
+        typer.echo(f"nothing to score yet ({pending} predictions pending outcomes)")
+        return
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        typer.echo(
+            f"live {r.window_days}d to {r.as_of_date} {r.model_name} "
+            f"(versions {r.model_versions or '-'}): n={r.n_scored} F1 {fmt(r.f1)} "
+            f"precision {fmt(r.precision)} recall {fmt(r.recall)} ROC AUC {fmt(r.roc_auc)} | "
+            f"base rate {fmt(r.base_rate)} predicted {fmt(r.predicted_positive_rate)} "
+            f"mean p {fmt(r.mean_probability)} | {r.n_pending} pending in window"
+        )
+    typer.echo(f"{pending} predictions pending outcomes")
+
+
+#: Exit code of `retrain-due` when no retrain is needed: Airflow marks the task skipped.
+NOT_DUE_EXIT = 99
+
+
+@app.command("retrain-due")
+def retrain_due(
+    run_type: Annotated[
+        str,
+        typer.Option(help="Airflow dag_run.run_type: asset_triggered | scheduled | manual | ..."),
+    ] = "manual",
+) -> None:
+    """Gate of the retrain DAG. New observations (asset_triggered) and manual runs always
+    retrain; the daily time-based safety net retrains only when there is no champion or it
+    is older than retrain.max_age_days. Exits 99 (Airflow: skipped) when not due."""
+    from datetime import UTC, datetime
+
+    from raincast.models import tracking
+    from raincast.models.registry import CHAMPION
+
+    settings, params = _setup()
+    if run_type != "scheduled":
+        typer.echo(f"retrain due: {run_type} run")
+        return
+    client = tracking.configure(settings)  # type: ignore[arg-type]
+    try:
+        champ = client.get_model_version_by_alias(settings.model_name, CHAMPION)  # type: ignore[attr-defined]
+    except Exception:
+        typer.echo("retrain due: no champion yet")
+        return
+    created = datetime.fromtimestamp(champ.creation_timestamp / 1000, UTC)
+    age = (datetime.now(UTC) - created).days
+    limit = params.retrain.max_age_days  # type: ignore[attr-defined]
+    if age >= limit:
+        typer.echo(f"retrain due: champion version {champ.version} is {age} days old (>= {limit})")
+        return
+    typer.echo(f"not due: champion version {champ.version} is {age} days old (< {limit}); skipping")
+    raise typer.Exit(NOT_DUE_EXIT)
 
 
 @app.command()
@@ -209,8 +335,10 @@ def registry_list() -> None:
     for v in sorted(versions, key=lambda v: int(v.version)):
         t = v.tags
         typer.echo(
-            f"v{v.version:>4}  aliases={','.join(v.aliases) or '-':<22} decision={t.get('promotion.decision', '-'):<9} "
-            f"f1={t.get('promotion.candidate_f1', '-')[:6]} auc={t.get('promotion.candidate_auc', '-')[:6]}"
+            f"v{v.version:>4}  aliases={','.join(v.aliases) or '-':<22} "
+            f"decision={t.get('promotion.decision', '-'):<9} "
+            f"f1={t.get('promotion.candidate_f1', '-')[:6]} "
+            f"auc={t.get('promotion.candidate_auc', '-')[:6]}"
         )
 
 
@@ -221,7 +349,7 @@ def registry_stage(
         str, typer.Argument(help="Production | Staging | Archived | None | a custom label.")
     ],
 ) -> None:
-    """Stage-registry vocabulary: Production -> champion, Staging -> challenger, Archived -> no alias."""
+    """Stage vocabulary: Production -> champion, Staging -> challenger, Archived -> no alias."""
     from mlflow.exceptions import MlflowException
 
     from raincast.pipeline.promotion import move_alias
@@ -253,6 +381,116 @@ def registry_history() -> None:
         "reasons",
     ]
     typer.echo(df[cols].to_string(index=False) if not df.empty else "no decisions recorded")
+
+
+def _user_store() -> UserStore:
+    try:
+        from raincast.serving.auth import UserStore, users_file_from_env
+    except ImportError as err:
+        raise _fail(f"{err}; install the serve extra: pip install 'raincast[serve]'") from err
+    return UserStore(users_file_from_env())
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name: 3-64 of a-z 0-9 _ . -")],
+    role: Annotated[str, typer.Option(help="user | admin (admin may call /admin/*).")] = "user",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin (scripts).")
+    ] = False,
+) -> None:
+    """Add a user; the password (12+ characters) is stored only as an argon2id hash."""
+    import sys
+
+    from raincast.serving.auth import UserStoreError, check_user
+
+    store = _user_store()
+    try:
+        check_user(name, role)  # before asking for a password
+    except UserStoreError as err:
+        raise _fail(str(err)) from err
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        store.add(name, password, role)
+    except UserStoreError as err:
+        raise _fail(str(err)) from err
+    typer.echo(f"added {role} {name} to {store.path}")
+
+
+@users_app.command("remove")
+def users_remove(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Remove a user; tokens already issued stay valid until they expire."""
+    from raincast.serving.auth import UserStoreError
+
+    store = _user_store()
+    try:
+        store.remove(name)
+    except (LookupError, UserStoreError) as err:
+        raise _fail(str(err)) from err
+    typer.echo(f"removed {name} from {store.path}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """User names and roles (never the hashes)."""
+    from raincast.serving.auth import UserStoreError
+
+    store = _user_store()
+    try:
+        users = store.list()
+    except UserStoreError as err:
+        raise _fail(str(err)) from err
+    if not users:
+        typer.echo(f"no users in {store.path}")
+    for u in users:
+        typer.echo(f"{u.name:<24} {u.role:<6} {u.created_at}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API.")] = 3000,
+) -> None:
+    """Serve the registry champion with BentoML behind JWT auth (see README: API)."""
+    import shutil
+    import sys
+
+    from raincast.serving.auth import AuthConfig, AuthConfigError
+
+    _setup()
+    try:
+        AuthConfig.from_env()  # refuse to start without a strong secret, before BentoML
+    except AuthConfigError as err:
+        raise _fail(str(err)) from err
+    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
+    cmd = [bentoml, "serve", "raincast.serving.service:RainService"]
+    os.execvp(bentoml, [*cmd, "--host", host, "--port", str(port)])
+
+
+@app.command()
+def airflow(
+    port: Annotated[int, typer.Option(help="Port of the Airflow UI / API server.")] = 8080,
+) -> None:
+    """Start Airflow standalone on 127.0.0.1 for the DAGs in dags/ (local task runner)."""
+    from raincast import orchestration
+
+    settings, _ = _setup()
+    env = orchestration.airflow_env(settings, port)  # type: ignore[arg-type]
+    typer.echo("preparing Airflow (metadata DB, pool raincast_dvc) ...")
+    try:
+        orchestration.prepare(env)
+    except RuntimeError as err:
+        raise _fail(str(err)) from err
+    typer.secho(
+        f"Airflow UI: http://127.0.0.1:{port}  user: {orchestration.ADMIN_USER}  "
+        f"password: {orchestration.admin_password(settings)}  (Ctrl-C stops it)",  # type: ignore[arg-type]
+        fg="green",
+        bold=True,
+    )
+    os.execvpe(orchestration.airflow_bin(), [orchestration.airflow_bin(), "standalone"], env)
 
 
 @app.command()
@@ -295,7 +533,8 @@ def run(
             err=True,
         )
     typer.echo(
-        f"cycle for {rep.logical_date} on {rep.source}: {rep.history_rows} history rows, {rep.day_rows} rows for the day"
+        f"cycle for {rep.logical_date} on {rep.source}: {rep.history_rows} history rows, "
+        f"{rep.day_rows} rows for the day"
     )
     _print_promotion(rep.promotion)
     metrics_file = Path("data/metrics/test.json")

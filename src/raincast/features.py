@@ -87,3 +87,60 @@ def label_vector(raw: pd.DataFrame) -> np.ndarray:
     if labels.isna().any():
         raise ValueError("unlabelled rows passed where labels are required")
     return (labels == "Yes").to_numpy(dtype="int8")
+
+
+_CODES = {
+    schema.LOCATION: {c: float(i) for i, c in enumerate(_LOCATION_TYPE.categories)},
+    "State": {c: float(i) for i, c in enumerate(_STATE_TYPE.categories)},
+    **{d: {c: float(i) for i, c in enumerate(_COMPASS_TYPE.categories)} for d in schema.DIRECTION_COLUMNS},
+}
+
+
+def build_matrix(records: list[dict[str, object]]) -> np.ndarray:
+    """``build_features`` without pandas, for small online requests: float64 rows in
+    ``FEATURE_COLUMNS`` order, categoricals as their category codes (what XGBoost sees),
+    NaN for missing. Rows must already be valid (the API validates them first).
+
+    Must stay value-identical to ``build_features`` (tests/model/test_parity.py checks it
+    on thousands of real rows and on the predictions to 1e-6).
+    """
+    n = len(records)
+    col = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
+    x = np.full((n, len(FEATURE_COLUMNS)), np.nan)
+    stations = schema.stations()
+    doy = np.empty(n)
+    for i, r in enumerate(records):
+        row = x[i]
+        for c in schema.NUMERIC_COLUMNS:
+            v = r.get(c)
+            if v is not None:
+                row[col[c]] = v
+        loc = r[schema.LOCATION]
+        st = stations[loc]  # type: ignore[index]
+        row[col[schema.LOCATION]] = _CODES[schema.LOCATION][loc]  # type: ignore[index]
+        row[col["State"]] = _CODES["State"][st.state]
+        row[col["Latitude"]], row[col["Longitude"]] = st.latitude, st.longitude
+        for d in schema.DIRECTION_COLUMNS:
+            v = r.get(d)
+            if v is not None:
+                row[col[d]] = _CODES[d][v]  # type: ignore[index]
+        day = r[schema.DATE]
+        doy[i] = (day if not isinstance(day, str) else pd.Timestamp(day)).timetuple().tm_yday  # type: ignore[union-attr]
+    angle = 2 * np.pi * doy / 365.25
+    x[:, col["DaySin"]], x[:, col["DayCos"]] = np.sin(angle), np.cos(angle)
+    rain = x[:, col[schema.RAINFALL]]
+    x[:, col["RainTodayFlag"]] = np.where(np.isnan(rain), np.nan, (rain > schema.RAIN_THRESHOLD_MM) * 1.0)
+    for out, (a, b) in {
+        "TempRange": ("MaxTemp", "MinTemp"),
+        "HumidityChange": ("Humidity3pm", "Humidity9am"),
+        "PressureChange": ("Pressure3pm", "Pressure9am"),
+        "TempChange": ("Temp3pm", "Temp9am"),
+        "CloudChange": ("Cloud3pm", "Cloud9am"),
+        "WindChange": ("WindSpeed3pm", "WindSpeed9am"),
+    }.items():
+        x[:, col[out]] = x[:, col[a]] - x[:, col[b]]
+    t = x[:, col["Temp3pm"]]
+    rh = np.where(np.isnan(x[:, col["Humidity3pm"]]), np.nan, np.maximum(x[:, col["Humidity3pm"]], 1.0))
+    gamma = np.log(rh / 100.0) + 17.62 * t / (243.12 + t)
+    x[:, col["DewDepression3pm"]] = t - 243.12 * gamma / (17.62 - gamma)
+    return x

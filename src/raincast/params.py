@@ -32,6 +32,9 @@ class SplitParams(_Strict):
 class TrainParams(_Strict):
     seed: int = 42
     early_stopping_rounds: int = Field(100, ge=1)
+    #: After early stopping, refit on train + validation with the chosen number of rounds
+    #: scaled by this factor (more, and more recent, data); 0 keeps the first fit.
+    refit_rounds_factor: float = Field(0.0, ge=0.0)
     xgb: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -123,10 +123,45 @@ def connect(url: str) -> sa.Engine:
 
 
 def _to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Frame rows as DB-ready dicts: ISO dates become `date`, NaN becomes None."""
-    out = df.astype(object).where(df.notna(), None)
-    out[schema.DATE] = [date.fromisoformat(d) for d in df[schema.DATE]]
-    return out.to_dict("records")  # type: ignore[return-value]
+    """Frame rows as DB-ready dicts: ISO dates become `date`, NaN becomes None.
+
+    Column-wise numpy conversion: ~10x faster than ``astype(object).where(...)`` per cell.
+    """
+    columns: dict[str, Any] = {}
+    for col in df.columns:
+        values = df[col].to_numpy(dtype=object, na_value=None)
+        if col == schema.DATE:
+            values = [date.fromisoformat(d) for d in values]
+        elif df[col].dtype.kind == "f":
+            values = [None if v is None else float(v) for v in values]
+        columns[col] = values
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _bulk_insert(conn: sa.Connection, frame: pd.DataFrame, prov: dict[str, Any]) -> None:
+    """INSERT observation rows (``frame`` has ISO string dates) with provenance ``prov``.
+
+    On SQLite the DBAPI's executemany gets tuples already in SQLAlchemy's own SQLite
+    storage formats (ISO dates, naive UTC timestamps): ~5x faster than Core's per-value
+    processing for a 145k-row history load. Other databases go through Core.
+    """
+    if conn.dialect.name != "sqlite":
+        conn.execute(sa.insert(observations), [{**r, **prov} for r in _to_records(frame)])
+        return
+    stamp = {
+        k: v.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        if isinstance(v, datetime)
+        else v
+        for k, v in prov.items()
+    }
+    names = [*frame.columns, *stamp]
+    columns = [frame[c].to_numpy(dtype=object, na_value=None) for c in frame.columns]
+    columns += [[v] * len(frame) for v in stamp.values()]
+    sql = "INSERT INTO observations ({}) VALUES ({})".format(
+        ", ".join(f'"{n}"' for n in names), ", ".join("?" * len(names))
+    )
+    conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
 
 
 def read_observations(
@@ -139,12 +174,23 @@ def read_observations(
     if end is not None:
         q = q.where(observations.c[schema.DATE] <= end)
     q = q.order_by(observations.c[schema.DATE], observations.c[schema.LOCATION])
+    names = [c.name for c in observations.columns]
     with engine.connect() as conn:
-        rows = conn.execute(q).all()
-    df = pd.DataFrame.from_records(rows, columns=[c.name for c in observations.columns])
+        if engine.dialect.name == "sqlite":
+            # Raw rows skip per-value type processing; SQLite already stores ISO dates.
+            compiled = q.compile(dialect=engine.dialect)
+            params = tuple(compiled.construct_params()[k] for k in compiled.positiontup or ())
+            raw = conn.exec_driver_sql(
+                str(compiled), tuple(d.isoformat() if isinstance(d, date) else d for d in params)
+            ).fetchall()
+            df = pd.DataFrame.from_records(raw, columns=names)
+            df["fetched_at"] = pd.to_datetime(df["fetched_at"])
+        else:
+            df = pd.DataFrame.from_records(conn.execute(q).all(), columns=names)
+            if not df.empty:
+                df[schema.DATE] = [d.isoformat() for d in df[schema.DATE]]
     if df.empty:
         return df.assign(**{schema.DATE: pd.Series(dtype=object)})
-    df[schema.DATE] = [d.isoformat() for d in df[schema.DATE]]
     for c in schema.NUMERIC_COLUMNS:
         df[c] = pd.to_numeric(df[c]).astype("float64")
     return df
@@ -219,7 +265,7 @@ def upsert_observations(
     after = pd.concat(
         [
             existing.loc[~in_batch, [*key, schema.RAINFALL, schema.RAIN_TOMORROW]],
-            batch[key + [schema.RAINFALL]].merge(
+            batch[[*key, schema.RAINFALL]].merge(
                 existing[[*key, schema.RAIN_TOMORROW]], on=key, how="left"
             ),
         ],
@@ -248,7 +294,7 @@ def upsert_observations(
     ]
     with engine.begin() as conn:
         if len(to_insert):
-            conn.execute(sa.insert(observations), [{**r, **prov} for r in _to_records(to_insert)])
+            _bulk_insert(conn, to_insert, prov)
         if len(to_update):
             stmt = _keyed_update([*value_cols, *prov])
             recs = [
@@ -364,3 +410,164 @@ def exclusive_lock(
         lock_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock_dir / f"{name}.lock"), timeout=timeout_s):
             yield
+
+
+# --- batch predictions and their live scores ---------------------------------------------
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("target_date", sa.Date, primary_key=True),
+    sa.Column(schema.LOCATION, sa.String(40), primary_key=True),
+    sa.Column("model_name", sa.String(120), primary_key=True),
+    sa.Column("model_version", sa.String(20), primary_key=True),
+    sa.Column("observation_date", sa.Date, nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("label", sa.String(3), nullable=False),
+    sa.Column("threshold", sa.Float),
+    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(120), nullable=False),
+)
+
+live_scores = sa.Table(
+    "live_scores",
+    metadata,
+    sa.Column("as_of_date", sa.Date, primary_key=True),
+    sa.Column("window_days", sa.Integer, primary_key=True),
+    sa.Column("model_name", sa.String(120), primary_key=True),
+    sa.Column("window_start", sa.Date, nullable=False),
+    sa.Column("model_versions", sa.String(400), nullable=False),  # comma-separated, ascending
+    sa.Column("n_scored", sa.Integer, nullable=False),
+    sa.Column("n_pending", sa.Integer, nullable=False),
+    sa.Column("f1", sa.Float),
+    sa.Column("precision", sa.Float),
+    sa.Column("recall", sa.Float),
+    sa.Column("roc_auc", sa.Float),  # null when the window holds a single observed class
+    sa.Column("base_rate", sa.Float),
+    sa.Column("predicted_positive_rate", sa.Float),
+    sa.Column("mean_probability", sa.Float),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(120), nullable=False),
+)
+
+_PREDICTION_KEY = ("target_date", schema.LOCATION, "model_name", "model_version")
+_PREDICTION_VALUES = ("observation_date", "probability", "label", "threshold")
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _frame_of(conn: sa.Connection, q: sa.Select, table: sa.Table) -> pd.DataFrame:
+    """Rows of ``q`` as a frame with ``table``'s columns; Date columns as ISO strings."""
+    df = pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in table.columns])
+    for c in table.columns:
+        if isinstance(c.type, sa.Date) and not df.empty:
+            df[c.name] = [None if v is None else _as_date(v).isoformat() for v in df[c.name]]
+    return df
+
+
+def upsert_predictions(engine: sa.Engine, rows: list[dict[str, Any]]) -> UpsertResult:
+    """Insert new predictions, update those whose values changed, leave the rest untouched.
+
+    Keyed by (target_date, Location, model_name, model_version): re-predicting a day with
+    the same champion on the same observations writes nothing, not even ``predicted_at``.
+    """
+    if not rows:
+        return UpsertResult(0, 0, 0, 0)
+    key = [predictions.c[k] for k in _PREDICTION_KEY]
+    targets = sorted({r["target_date"] for r in rows})
+    inserted = updated = unchanged = 0
+    with engine.begin() as conn:
+        found = conn.execute(
+            sa.select(*key, *(predictions.c[v] for v in _PREDICTION_VALUES)).where(
+                predictions.c.target_date.in_(targets)
+            )
+        ).all()
+        existing = {(_as_date(r[0]), *r[1:4]): tuple(r[4:]) for r in found}
+        new, changed = [], []
+        for r in rows:
+            old = existing.get(tuple(r[k] for k in _PREDICTION_KEY))
+            if old is None:
+                new.append(r)
+            elif _same_prediction(old, tuple(r[v] for v in _PREDICTION_VALUES)):
+                unchanged += 1
+            else:
+                changed.append(r)
+        if new:
+            conn.execute(sa.insert(predictions), new)
+            inserted = len(new)
+        if changed:
+            stmt = (
+                sa.update(predictions)
+                .where(*(predictions.c[k] == sa.bindparam(f"k_{k}") for k in _PREDICTION_KEY))
+                .values({c: sa.bindparam(f"v_{c}") for c in rows[0] if c not in _PREDICTION_KEY})
+            )
+            conn.execute(
+                stmt,
+                [
+                    {f"{'k' if c in _PREDICTION_KEY else 'v'}_{c}": v for c, v in r.items()}
+                    for r in changed
+                ],
+            )
+            updated = len(changed)
+    return UpsertResult(inserted, updated, unchanged, 0)
+
+
+def _same_prediction(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
+    obs_old, p_old, label_old, thr_old = old
+    obs_new, p_new, label_new, thr_new = new
+    same_thr = (thr_old is None and thr_new is None) or (
+        thr_old is not None and thr_new is not None and abs(thr_old - thr_new) <= 1e-12
+    )
+    return (
+        _as_date(obs_old) == _as_date(obs_new)
+        and abs(float(p_old) - float(p_new)) <= 1e-12
+        and label_old == label_new
+        and same_thr
+    )
+
+
+def read_predictions(
+    engine: sa.Engine,
+    model_name: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> pd.DataFrame:
+    """Predictions with ``start <= target_date <= end``, ordered by target date and station."""
+    q = sa.select(predictions)
+    if model_name is not None:
+        q = q.where(predictions.c.model_name == model_name)
+    if start is not None:
+        q = q.where(predictions.c.target_date >= start)
+    if end is not None:
+        q = q.where(predictions.c.target_date <= end)
+    q = q.order_by(
+        predictions.c.target_date, predictions.c[schema.LOCATION], predictions.c.predicted_at
+    )
+    with engine.connect() as conn:
+        return _frame_of(conn, q, predictions)
+
+
+def upsert_live_scores(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace live-score rows keyed by (as_of_date, window_days, model_name)."""
+    if not rows:
+        return
+    with engine.begin() as conn:
+        for r in rows:
+            conn.execute(
+                sa.delete(live_scores)
+                .where(live_scores.c.as_of_date == r["as_of_date"])
+                .where(live_scores.c.window_days == r["window_days"])
+                .where(live_scores.c.model_name == r["model_name"])
+            )
+        conn.execute(sa.insert(live_scores), rows)
+
+
+def read_live_scores(engine: sa.Engine, model_name: str | None = None) -> pd.DataFrame:
+    """Live-score rows, ordered by as-of date then window length."""
+    q = sa.select(live_scores).order_by(live_scores.c.as_of_date, live_scores.c.window_days)
+    if model_name is not None:
+        q = q.where(live_scores.c.model_name == model_name)
+    with engine.connect() as conn:
+        return _frame_of(conn, q, live_scores)

@@ -20,7 +20,7 @@ from raincast import schema
 PREDICTION_COLUMNS = ("probability", "label", "threshold")
 
 
-class RainModel(mlflow.pyfunc.PythonModel):
+class RainModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """P(rain tomorrow) and the Yes/No label at the threshold tuned on validation."""
 
     def load_context(self, context: Any) -> None:
@@ -78,4 +78,4 @@ def signature() -> ModelSignature:
             ColSpec("double", "threshold"),
         ]
     )
-    return ModelSignature(inputs=Schema(cols), outputs=out)
+    return ModelSignature(inputs=Schema(cols), outputs=out)  # type: ignore[arg-type]

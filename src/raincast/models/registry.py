@@ -58,7 +58,8 @@ def decide_promotion(candidate: Scores, champion: Scores | None, rule: PromotePa
         return Decision(
             False,
             [
-                f"leakage alarm: ROC AUC {candidate.roc_auc:.4f} > {rule.leakage_auc} is implausibly high"
+                f"leakage alarm: ROC AUC {candidate.roc_auc:.4f} > {rule.leakage_auc} "
+                "is implausibly high"
             ],
         )
     if champion is None:

@@ -28,6 +28,9 @@ class FittedModel:
     threshold: float
     best_iteration: int
     validation_f1: float
+    #: Out-of-sample validation probabilities (from the early-stopped fit, before any refit).
+    validation_proba: np.ndarray
+    rounds: int
 
 
 def booster_params(params: TrainParams) -> tuple[dict[str, Any], int]:
@@ -75,7 +78,18 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, params: TrainParams) -> F
     booster = booster[: best + 1]  # keep only the trees early stopping chose
     p_val = booster.predict(dval)
     threshold, f1 = best_f1_threshold(label_vector(validation), p_val)
-    return FittedModel(booster, threshold, best, f1)
+    rounds = best + 1
+    if params.refit_rounds_factor > 0:
+        # The threshold was tuned out-of-sample above; the refit only adds the most recent
+        # year to the trees, with the round count early stopping found (scaled for more rows).
+        both = pd.concat([train, validation], ignore_index=True)
+        del dtrain
+        dall = xgb.QuantileDMatrix(
+            build_features(both), label_vector(both), enable_categorical=True
+        )
+        rounds = max(1, round((best + 1) * params.refit_rounds_factor))
+        booster = xgb.train(native, dall, num_boost_round=rounds, verbose_eval=False)
+    return FittedModel(booster, threshold, best, f1, p_val, rounds)
 
 
 def predict_proba(booster: xgb.Booster, raw: pd.DataFrame) -> np.ndarray:

@@ -43,15 +43,18 @@ def _tool_env() -> dict[str, str]:
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
-def dvc(project_dir: Path, *args: str) -> None:
-    """Run a dvc command in the project; a failure raises with dvc's own message."""
+def dvc(project_dir: Path, *args: str) -> str:
+    """Run a dvc command in the project and return its output; a failure raises with
+    dvc's own message."""
     cmd = [str(Path(sys.executable).parent / "dvc"), *args]
     proc = subprocess.run(cmd, cwd=project_dir, env=_tool_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
         )
     log.info("dvc %s: %s", " ".join(args), proc.stdout.strip().splitlines()[-1:] or "ok")
+    return proc.stdout
 
 
 def _history_start(source: Source, logical_date: date, params: Params) -> date:
@@ -120,7 +123,13 @@ def run_cycle(
             log.warning("FALLING BACK TO THE SYNTHETIC SOURCE: this run's data is NOT real weather")
             log.warning("!" * 72)
             source, fell_back = fallback, True
-    dvc(settings.project_dir, "repro")
-    dvc(settings.project_dir, "push")
+    # A push is skipped only after a no-op repro and when the last push succeeded.
+    pending = settings.state_dir / "dvc-push-pending"
+    repro = dvc(settings.project_dir, "repro")
+    if "up to date" not in repro.lower() or pending.exists():
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        pending.touch()
+        dvc(settings.project_dir, "push")
+        pending.unlink()
     outcome = promote(settings, params.promote)
     return CycleReport(source.name, logical_date, history_rows, day_rows, outcome, fell_back)

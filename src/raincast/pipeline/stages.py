@@ -1,23 +1,23 @@
-"""The DVC stages process, split, train and evaluate: file IO around the pure core."""
+"""The DVC stages process, split, train and evaluate: file IO around the pure core.
+
+Each stage is its own process under `dvc repro`, so MLflow, scikit-learn and XGBoost
+(~8 s of imports together) are imported only by the stages that use them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 
 from raincast import schema
 from raincast.data import store
 from raincast.features import FEATURE_COLUMNS, label_vector
-from raincast.models import tracking
-from raincast.models.metrics import classification_metrics, curves, per_station_auc
-from raincast.models.pyfunc import RainModel, pip_requirements, predict_frame, signature
-from raincast.models.train import fit, predict_proba
 from raincast.params import Params, params_hash
 from raincast.settings import Settings
 from raincast.split import split_by_time
@@ -64,14 +64,24 @@ def split(settings: Settings, params: Params) -> dict[str, Any]:
 
 
 def train(settings: Settings, params: Params) -> dict[str, Any]:
-    """Fit, log an MLflow run with lineage and the raw-row pyfunc model, register it as challenger."""
+    """Fit; log an MLflow run with lineage and the raw-row pyfunc model; register it as
+    challenger."""
+    import mlflow
+
+    from raincast.models import tracking
+    from raincast.models.metrics import classification_metrics
+    from raincast.models.pyfunc import RainModel, pip_requirements, signature
+    from raincast.models.train import fit
+
     root = settings.project_dir
     train_df = pd.read_parquet(root / SPLIT_DIR / "train.parquet")
     val_df = pd.read_parquet(root / SPLIT_DIR / "validation.parquet")
     windows = json.loads((root / SPLIT_DIR / "windows.json").read_text())["windows"]
     model = fit(train_df, val_df, params.train)
-    p_val = predict_proba(model.booster, val_df)
-    val_metrics = classification_metrics(label_vector(val_df), p_val, model.threshold)
+    # Validation metrics come from the early-stopped fit: the refit has seen these rows.
+    val_metrics = classification_metrics(
+        label_vector(val_df), model.validation_proba, model.threshold
+    )
 
     model_dir = root / MODEL_DIR
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +90,7 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
     meta = {
         "threshold": model.threshold,
         "best_iteration": model.best_iteration,
+        "rounds": model.rounds,
         "features": list(FEATURE_COLUMNS),
     }
     meta_path = model_dir / "meta.json"
@@ -97,18 +108,21 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
         "test_window": "..".join(windows["test"]),
         "data_source": "+".join(sources) or "unknown",
     }
+    if os.environ.get("RAINCAST_RUN_ID"):  # the orchestrator's run (Airflow run id)
+        tags["orchestrator_run_id"] = os.environ["RAINCAST_RUN_ID"]
     with mlflow.start_run(run_name="train", tags=tags) as run:
         mlflow.log_params(
             {
                 "seed": params.train.seed,
                 "early_stopping_rounds": params.train.early_stopping_rounds,
+                "refit_rounds_factor": params.train.refit_rounds_factor,
                 **{f"xgb.{k}": v for k, v in params.train.xgb.items()},
                 "train_rows": len(train_df),
                 "validation_rows": len(val_df),
             }
         )
         mlflow.log_metrics({f"validation_{k}": v for k, v in val_metrics.items()})
-        mlflow.log_metric("best_iteration", model.best_iteration)
+        mlflow.log_metrics({"best_iteration": model.best_iteration, "rounds": model.rounds})
         example = train_df.drop(columns=[schema.RAIN_TOMORROW, "source"]).head(5)
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -142,8 +156,14 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
 
 
 def evaluate(settings: Settings) -> dict[str, Any]:
-    """Score the trained model on the test slice; metrics and plots to DVC files and its MLflow run."""
+    """Score the trained model on the test slice; metrics and plots go to DVC files and
+    to its MLflow run."""
+    import mlflow
     import xgboost as xgb
+
+    from raincast.models import tracking
+    from raincast.models.metrics import classification_metrics, curves, per_station_auc
+    from raincast.models.pyfunc import predict_frame
 
     root = settings.project_dir
     test = pd.read_parquet(root / SPLIT_DIR / "test.parquet")

@@ -1,0 +1,91 @@
+"""### weather_retrain
+
+Runs when new observations arrive (the `raincast://weather/observations` Asset) **or**
+daily at 06:00 Australia/Sydney as a safety net. The first task, **due**, lets every
+Asset-triggered or manual run through; a time-triggered run goes on only when there is no
+champion or it is older than `retrain.max_age_days` (params.yaml, default 30), otherwise
+the run is skipped.
+
+Then one task per DVC stage, each `dvc repro --single-item <stage>` (DVC skips a stage
+whose inputs did not change, so re-running the same data adds no model version), and
+**promote**: champion vs challenger on the same test slice, alias moved only if the rule
+in params.yaml passes. Every task that touches DVC or the registry is in the
+`raincast_dvc` pool (one slot) and the DAG allows one active run.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, chain
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
+from assets import OBSERVATIONS
+from raincast_tasks import (
+    DEFAULT_ARGS,
+    DVC_POOL,
+    PROJECT_DIR,
+    START_DATE,
+    TIMEZONE,
+    raincast_task,
+    schedule_setting,
+)
+
+#: The retrain tasks, in dvc.yaml order (drift joins when dvc.yaml defines it).
+PIPELINE_STAGES = ("process", "split", "drift", "train", "evaluate")
+
+
+def dvc_stages() -> list[str]:
+    """The stages of PIPELINE_STAGES that dvc.yaml defines (a plain text scan: no YAML
+    parser at DAG-parse time)."""
+    try:
+        text = (PROJECT_DIR / "dvc.yaml").read_text()
+    except OSError:
+        return [s for s in PIPELINE_STAGES if s != "drift"]
+    return [s for s in PIPELINE_STAGES if f"\n  {s}:" in text]
+
+
+#: The time-based safety net (`RAINCAST_RETRAIN_SCHEDULE=none`: Asset-triggered only).
+SAFETY_NET_CRON = schedule_setting("RAINCAST_RETRAIN_SCHEDULE", "0 6 * * *")
+
+with DAG(
+    dag_id="weather_retrain",
+    doc_md=__doc__,
+    schedule=(
+        AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(SAFETY_NET_CRON, timezone=TIMEZONE), assets=OBSERVATIONS
+        )
+        if SAFETY_NET_CRON
+        else OBSERVATIONS
+    ),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["raincast", "training"],
+):
+    tasks = [
+        raincast_task(
+            "due",
+            ["raincast", "retrain-due", "--run-type", "{{ dag_run.run_type }}"],
+            execution_timeout=timedelta(minutes=5),
+        )
+    ]
+    for stage in dvc_stages():
+        tasks.append(
+            raincast_task(
+                stage,
+                ["dvc", "repro", "--single-item", stage],
+                pool=DVC_POOL,
+                execution_timeout=timedelta(hours=2 if stage == "train" else 1),
+            )
+        )
+    tasks.append(
+        raincast_task(
+            "promote",
+            ["raincast", "promote"],
+            pool=DVC_POOL,
+            execution_timeout=timedelta(minutes=30),
+        )
+    )
+    chain(*tasks)

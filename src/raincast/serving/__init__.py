@@ -1,0 +1,1 @@
+"""The prediction API: BentoML service, model holder, request schemas and authentication."""

@@ -1,0 +1,213 @@
+"""The prediction API: a BentoML 1.4 class service serving the registry champion.
+
+    bentoml serve raincast.serving.service:RainService --host 127.0.0.1 --port 3000
+    raincast serve --host 127.0.0.1 --port 3000            # the same, plus checks
+
+The HTTP routes are a FastAPI app mounted on the service (BentoML's documented ASGI
+integration, methods get the service instance as ``self``): FastAPI gives the 422s with
+field paths and the OpenAPI docs at ``/api/docs``. BentoML adds ``/livez``, ``/readyz``
+(fails until a model is loaded, via ``__is_ready__``) and ``/metrics``.
+
+Every request passes two ASGI middlewares first, so no route can forget them: the body
+size limit (413) and JWT authentication (`raincast.serving.auth.JWTMiddleware`, which also
+serves ``POST /auth/token``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+
+from raincast.serving import metrics
+from raincast.serving.auth import PUBLIC_PATHS, JWTMiddleware
+from raincast.serving.model import ModelHolder
+from raincast.serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    InputError,
+    PredictRequest,
+    PredictResponse,
+    columnar_frame,
+)
+from raincast.settings import Settings
+
+log = logging.getLogger("raincast.serving")
+
+#: Largest request body accepted (bytes); a 100k-row columnar batch is ~25 MB.
+MAX_BODY_BYTES = int(os.environ.get("RAINCAST_API_MAX_BODY_BYTES", str(32 * 1024 * 1024)))
+POLL_INTERVAL_S = float(os.environ.get("RAINCAST_API_POLL_S", "30"))
+
+app = FastAPI(
+    title="raincast",
+    description="Rain tomorrow in Australia: the registry champion behind a JWT.",
+    docs_url="/api/docs",
+    openapi_url="/api/openapi.json",
+    redoc_url=None,
+)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``max_bytes`` (declared or streamed), before any route runs."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _too_large(send, self.max_bytes)
+            return
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        # Chunked / undeclared body: buffer up to the limit, then replay it.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await _too_large(send, self.max_bytes)
+                return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = b'{"detail":"request body too large (limit %d bytes)"}' % limit
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@bentoml.asgi_app(app, path="/")
+@bentoml.service(
+    name="raincast",
+    workers=int(os.environ.get("RAINCAST_API_WORKERS", "1")),
+    traffic={"timeout": 60},
+    logging={"access": {"enabled": os.environ.get("RAINCAST_API_ACCESS_LOG", "false") == "true"}},
+)
+class RainService:
+    """Loads the champion at start, polls the alias, swaps without downtime."""
+
+    def __init__(self) -> None:
+        self.holder = ModelHolder(Settings())
+        self._seen_version: str | None = None
+        log.info("startup: %s", self.holder.refresh())
+        self._observe_model()
+        if POLL_INTERVAL_S > 0:
+            self.holder.start_polling(POLL_INTERVAL_S)
+
+    def __is_ready__(self) -> bool:
+        return self.holder.current is not None
+
+    def _observe_model(self) -> None:
+        model = self.holder.current
+        if model is not None:
+            metrics.set_model(model.version, model.loaded_at)
+            self._seen_version = model.version
+
+    def _model(self) -> Any:
+        model = self.holder.current
+        if model is None:
+            raise HTTPException(503, "no champion model loaded yet")
+        if model.version != self._seen_version:  # swapped by the poller
+            self._observe_model()
+        metrics.model_age(model.loaded_at)
+        return model
+
+    @app.post("/predict", response_model=PredictResponse)
+    def predict(self, request: PredictRequest) -> dict[str, Any]:
+        """Rain tomorrow for one or more raw observations (weatherAUS schema, day D)."""
+        model = self._model()
+        proba = model.predict_records([row.model_dump() for row in request.rows])
+        labels = np.where(proba >= model.threshold, "Yes", "No")
+        metrics.observe(labels, proba)
+        return {
+            "predictions": [
+                {
+                    "probability": float(p),
+                    "label": lab,
+                    "threshold": model.threshold,
+                    "model_version": model.version,
+                }
+                for p, lab in zip(proba, labels, strict=True)
+            ]
+        }
+
+    @app.post("/predict_batch", response_model=BatchResponse)
+    def predict_batch(self, request: BatchRequest) -> Any:
+        """Columnar batch (up to RAINCAST_API_MAX_BATCH_ROWS rows) in one call."""
+        model = self._model()
+        try:
+            frame = columnar_frame(request.columns)
+        except InputError as err:
+            return JSONResponse({"detail": err.errors}, status_code=422)
+        out = model.predict(frame)
+        labels = out["label"].to_numpy()
+        proba = out["probability"].to_numpy(dtype=np.float64)
+        metrics.observe(labels, proba)
+        return {
+            "probability": proba.tolist(),
+            "label": labels.tolist(),
+            "threshold": model.threshold,
+            "model_version": model.version,
+        }
+
+    @app.get("/model")
+    def model_info(self) -> dict[str, Any]:
+        """Version, test metrics, threshold and training time of the served model."""
+        model = self._model()
+        return {**model.describe(), "last_refresh_error": self.holder.last_error}
+
+    @app.post("/admin/reload")
+    def reload(self) -> dict[str, Any]:
+        """Re-resolve the champion alias now (admin role)."""
+        t0 = time.perf_counter()
+        status = self.holder.refresh()
+        ok = not status.startswith("failed")
+        metrics.reload(ok)
+        self._observe_model()
+        model = self.holder.current
+        body = {
+            "status": status,
+            "model_version": model.version if model else None,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        return body if ok else JSONResponse(body, status_code=503)
+
+
+RainService.add_asgi_middleware(
+    JWTMiddleware,
+    public_paths=(*PUBLIC_PATHS, app.docs_url, app.openapi_url),
+    on_auth_failure=metrics.auth_failure,
+    on_login=metrics.login,
+)
+RainService.add_asgi_middleware(BodyLimitMiddleware)

@@ -1,0 +1,81 @@
+"""Docker mode: the same DAGs build DockerOperators (no Docker daemon needed to build them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "dags"))
+
+DOCKER_ENV = {
+    "RAINCAST_TASK_RUNNER": "docker",
+    "RAINCAST_HOST_PROJECT_DIR": "/srv/raincast",
+    "RAINCAST_TRAINER_IMAGE": "registry.example/raincast-trainer:1.2.3",
+    "RAINCAST_DOCKER_NETWORK": "raincast_net",
+    "RAINCAST_DATA_VOLUME": "raincast_data",
+    "RAINCAST_SOURCE": "openmeteo",
+    "RAINCAST_STORE_URL": "postgresql+psycopg2://raincast:s3cret@postgres/raincast",
+    "AWS_SECRET_ACCESS_KEY": "minio-secret",
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag():  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    saved = os.environ.copy()
+    os.environ.update(DOCKER_ENV)
+    try:
+        bag = DagBag(dag_folder=str(REPO / "dags"), safe_mode=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert bag.import_errors == {}
+    return bag
+
+
+def test_every_task_is_a_docker_operator_with_the_trainer_image(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    tasks = [t for d in dagbag.dags.values() for t in d.tasks]
+    assert len(tasks) >= 10
+    for t in tasks:
+        assert isinstance(t, DockerOperator), t.task_id
+        assert t.image == DOCKER_ENV["RAINCAST_TRAINER_IMAGE"]
+        assert t.network_mode == "raincast_net"
+        assert t.mount_tmp_dir is False
+        assert t.auto_remove == "success"
+        assert t.working_dir == "/app"
+        mounts = {m["Target"]: (m["Source"], m["Type"]) for m in t.mounts}
+        assert mounts == {
+            "/app": ("/srv/raincast", "bind"),
+            "/app/data": ("raincast_data", "volume"),
+        }
+        assert t.environment["RAINCAST_RUN_ID"] == "{{ run_id }}"
+
+
+def test_same_task_ids_and_commands_as_local_mode(dagbag) -> None:  # type: ignore[no-untyped-def]
+    update = dagbag.dags["weather_data_update"]
+    fetch = update.get_task("fetch")
+    assert fetch.command[:3] == ["raincast", "fetch", "--date"]
+    assert "logical_date" in fetch.command[3]
+    assert fetch.command[4:] == ["--source", "openmeteo"]
+    retrain = dagbag.dags["weather_retrain"]
+    assert retrain.get_task("train").command == ["dvc", "repro", "--single-item", "train"]
+    assert retrain.get_task("promote").command == ["raincast", "promote"]
+    assert retrain.get_task("due").skip_on_exit_code == {99} or retrain.get_task(
+        "due"
+    ).skip_on_exit_code == [99]
+
+
+def test_secrets_go_to_private_environment_only(dagbag) -> None:  # type: ignore[no-untyped-def]
+    t = dagbag.dags["weather_retrain"].get_task("train")
+    assert t._private_environment["RAINCAST_STORE_URL"].endswith("@postgres/raincast")
+    assert t._private_environment["AWS_SECRET_ACCESS_KEY"] == "minio-secret"
+    assert "RAINCAST_STORE_URL" not in t.environment
+    assert "AWS_SECRET_ACCESS_KEY" not in t.environment
+    assert "private_environment" not in t.template_fields

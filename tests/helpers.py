@@ -1,0 +1,92 @@
+"""Shared test builders: a small champion in a temp project's embedded MLflow registry,
+free ports, and waiting for a server to come up."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from raincast import schema
+from raincast.data import store
+from raincast.params import Params, TrainParams
+from raincast.pipeline import stages
+from raincast.settings import Settings
+from raincast.sources.synthetic import SyntheticSource
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def labelled_rows(stations: tuple[str, ...], seed: int, start: date, end: date):  # type: ignore[no-untyped-def]
+    rows = SyntheticSource(seed=seed, stations=list(stations)).fetch(start, end)
+    rows[schema.RAIN_TOMORROW] = store.next_day_labels(rows)
+    return rows[rows[schema.RAIN_TOMORROW].notna()].assign(source="synthetic")
+
+
+def train_small_model(
+    settings: Settings,
+    stations: tuple[str, ...],
+    seed: int = 3,
+    n_estimators: int = 20,
+    champion: bool = True,
+) -> str:
+    """Train a small real model through `stages.train` (the pipeline's own code path),
+    register it, and (by default) make it the champion. Returns its version."""
+    root = settings.project_dir
+    rows = labelled_rows(stations, seed, date(2019, 1, 1), date(2020, 12, 31))
+    train, val = rows[rows[schema.DATE] < "2020-07-01"], rows[rows[schema.DATE] >= "2020-07-01"]
+    (root / stages.SPLIT_DIR).mkdir(parents=True, exist_ok=True)
+    (root / stages.PROCESSED).parent.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(root / stages.PROCESSED, index=False)
+    train.to_parquet(root / stages.SPLIT_DIR / "train.parquet", index=False)
+    val.to_parquet(root / stages.SPLIT_DIR / "validation.parquet", index=False)
+    windows = {"train": ["2019-01-01", "2020-06-30"], "validation": ["2020-07-01", "2020-12-30"]}
+    windows["test"] = windows["validation"]
+    (root / stages.SPLIT_DIR / "windows.json").write_text(json.dumps({"windows": windows}))
+    if not (root / "params.yaml").exists():
+        (root / "params.yaml").write_text("{}\n")
+    params = Params(
+        train=TrainParams(
+            seed=seed,
+            early_stopping_rounds=5,
+            xgb={"n_estimators": n_estimators, "max_depth": 3, "n_jobs": 1},
+        )
+    )
+    version = str(stages.train(settings, params)["model_version"])
+    if champion:
+        client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        client.set_registered_model_alias(settings.model_name, "champion", version)
+    return version
+
+
+def wait_until(what: str, probe: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            if probe():
+                return
+        except (urllib.error.URLError, ConnectionError, OSError) as err:
+            last = err
+        time.sleep(0.5)
+    tail = log.read_text()[-4000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what} ({last})\n{tail}")
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
