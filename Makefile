@@ -7,7 +7,7 @@ export UV_LINK_MODE ?= copy
 # (with PYTHONDONTWRITEBYTECODE set, every process recompiles MLflow & co, ~3 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install run airflow test test-fast lint format bench clean
+.PHONY: help install system-deps run airflow test test-fast lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -22,7 +22,21 @@ run: install ## One full daily cycle on embedded defaults (RAINCAST_SOURCE / RAI
 airflow: install ## Airflow standalone on http://127.0.0.1:8080 (DAGs unpaused, local task runner)
 	$(UV) run --locked raincast airflow
 
-test: install ## Run the whole test suite
+# Debian packages some tests drive for real (Prometheus, Pushgateway, nginx, Chromium,
+# docker-compose's config parser). Installed when missing and apt-get is available.
+SYSTEM_PKGS := prometheus prometheus-pushgateway nginx-light chromium docker-compose
+SYSTEM_BINS := promtool prometheus-pushgateway nginx chromium docker-compose
+
+system-deps: ## Install the Debian packages the tests use (needs root + apt-get)
+	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PKGS) >/dev/null; \
+	  else echo "warning: missing$$missing (tests that need them will skip)"; fi; \
+	fi
+
+test: install system-deps ## Run the whole test suite
 	$(UV) run --locked pytest
 
 test-fast: install ## Unit tests only

@@ -65,12 +65,16 @@ def train_small_model(
     )
     version = str(stages.train(settings, params)["model_version"])
     if champion:
-        client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        client = MlflowClient(
+            tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
+        )
         client.set_registered_model_alias(settings.model_name, "champion", version)
     return version
 
 
-def wait_until(what: str, probe: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+def wait_until(
+    what: str, probe: Callable[[], bool], timeout: float, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:

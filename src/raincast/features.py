@@ -92,7 +92,10 @@ def label_vector(raw: pd.DataFrame) -> np.ndarray:
 _CODES = {
     schema.LOCATION: {c: float(i) for i, c in enumerate(_LOCATION_TYPE.categories)},
     "State": {c: float(i) for i, c in enumerate(_STATE_TYPE.categories)},
-    **{d: {c: float(i) for i, c in enumerate(_COMPASS_TYPE.categories)} for d in schema.DIRECTION_COLUMNS},
+    **{
+        d: {c: float(i) for i, c in enumerate(_COMPASS_TYPE.categories)}
+        for d in schema.DIRECTION_COLUMNS
+    },
 }
 
 
@@ -122,14 +125,16 @@ def build_matrix(records: list[dict[str, object]]) -> np.ndarray:
         row[col["Latitude"]], row[col["Longitude"]] = st.latitude, st.longitude
         for d in schema.DIRECTION_COLUMNS:
             v = r.get(d)
-            if v is not None:
+            if v is not None and v == v:  # None and NaN are missing
                 row[col[d]] = _CODES[d][v]  # type: ignore[index]
         day = r[schema.DATE]
         doy[i] = (day if not isinstance(day, str) else pd.Timestamp(day)).timetuple().tm_yday  # type: ignore[union-attr]
     angle = 2 * np.pi * doy / 365.25
     x[:, col["DaySin"]], x[:, col["DayCos"]] = np.sin(angle), np.cos(angle)
     rain = x[:, col[schema.RAINFALL]]
-    x[:, col["RainTodayFlag"]] = np.where(np.isnan(rain), np.nan, (rain > schema.RAIN_THRESHOLD_MM) * 1.0)
+    x[:, col["RainTodayFlag"]] = np.where(
+        np.isnan(rain), np.nan, (rain > schema.RAIN_THRESHOLD_MM) * 1.0
+    )
     for out, (a, b) in {
         "TempRange": ("MaxTemp", "MinTemp"),
         "HumidityChange": ("Humidity3pm", "Humidity9am"),
@@ -140,7 +145,9 @@ def build_matrix(records: list[dict[str, object]]) -> np.ndarray:
     }.items():
         x[:, col[out]] = x[:, col[a]] - x[:, col[b]]
     t = x[:, col["Temp3pm"]]
-    rh = np.where(np.isnan(x[:, col["Humidity3pm"]]), np.nan, np.maximum(x[:, col["Humidity3pm"]], 1.0))
+    rh = np.where(
+        np.isnan(x[:, col["Humidity3pm"]]), np.nan, np.maximum(x[:, col["Humidity3pm"]], 1.0)
+    )
     gamma = np.log(rh / 100.0) + 17.62 * t / (243.12 + t)
     x[:, col["DewDepression3pm"]] = t - 243.12 * gamma / (17.62 - gamma)
     return x

@@ -241,12 +241,13 @@ class UserStore:
 
     def verify(self, name: str, password: str) -> str | None:
         """The user's role if the password is right, else None (same cost either way)."""
+        dummy = self._dummy_hash  # built on first use by any user, so that call is not a tell
         try:
             user = self._current().get(name)
         except UserStoreError:
             log.exception("user file %s is unreadable; refusing every login", self.path)
             user = None
-        stored = user["hash"] if user else self._dummy_hash
+        stored = user["hash"] if user else dummy
         try:
             self._hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
@@ -266,7 +267,7 @@ class UserStore:
 
         try:
             self._update(change)
-        except OSError as err:  # a read-only file must not break logins
+        except (OSError, UserStoreError) as err:  # e.g. a read-only file: still log in
             log.warning("could not rehash the password of %s: %s", name, err)
 
     def _update(self, change: Callable[[dict[str, dict[str, str]]], None]) -> None:

@@ -52,11 +52,18 @@ class LoadedModel:
     run_id: str | None
     trained_at: str | None
     metrics: dict[str, float]
+    batch_booster: Any = None  # a copy using every core, for /predict_batch
     loaded_at: float = field(default_factory=time.time)
 
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """The pipeline's own batch path (pandas features, DMatrix)."""
         return predict_frame(self.booster, raw, self.threshold)
+
+    def predict_batch(self, raw: pd.DataFrame) -> np.ndarray:
+        """P(rain) for a large validated batch: pipeline features, all cores."""
+        from raincast.features import build_features
+
+        return np.asarray(self.batch_booster.inplace_predict(build_features(raw)), dtype=np.float64)
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """P(rain) for a few validated rows without pandas (`features.build_matrix`):
@@ -97,10 +104,13 @@ class ModelHolder:
                 model = self._load(version)
                 model.predict(pd.DataFrame([PROBE_ROW]))  # a broken artifact fails here
                 model.predict_records([PROBE_ROW])
-            except Exception as err:  # noqa: BLE001 - keep serving whatever the cause
+                model.predict_batch(pd.DataFrame([PROBE_ROW]))
+            except Exception as err:
                 self.last_error = f"{type(err).__name__}: {err}"
                 kept = self.current.version if self.current else "none"
-                log.warning("champion refresh failed (%s); keeping version %s", self.last_error, kept)
+                log.warning(
+                    "champion refresh failed (%s); keeping version %s", self.last_error, kept
+                )
                 return f"failed: {self.last_error}; serving version {kept}"
             before = self.current.version if self.current else None
             self.current = model
@@ -126,6 +136,7 @@ class ModelHolder:
         inner = pyfunc.unwrap_python_model()
         # One thread per prediction: requests run concurrently on the 2 cores, and
         # XGBoost's thread fan-out costs more than it saves on a handful of rows.
+        batch_booster = inner.booster.copy()
         inner.booster.set_param({"nthread": 1})
         metrics: dict[str, float] = {}
         trained_at = None
@@ -141,6 +152,7 @@ class ModelHolder:
             run_id=mv.run_id,
             trained_at=trained_at,
             metrics=metrics,
+            batch_booster=batch_booster,
         )
 
     def start_polling(self, interval_s: float) -> threading.Thread:

@@ -124,7 +124,9 @@ def columnar_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
         raise InputError([_error(["columns"], f"between 1 and {MAX_BATCH_ROWS} rows required")])
 
     frame: dict[str, Any] = {}
-    dates = pd.to_datetime(pd.Series(columns[schema.DATE], dtype=object), format="%Y-%m-%d", errors="coerce")
+    dates = pd.to_datetime(
+        pd.Series(columns[schema.DATE], dtype=object), format="%Y-%m-%d", errors="coerce"
+    )
     bad = np.flatnonzero(dates.isna().to_numpy())
     if bad.size:
         errors.append(_error(["columns", schema.DATE, int(bad[0])], "invalid date (YYYY-MM-DD)"))
@@ -156,7 +158,9 @@ def columnar_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
         bad = np.flatnonzero((raw.notna() & ~raw.isin(allowed_values)).to_numpy())
         if bad.size:
             errors.append(
-                _error(["columns", col, int(bad[0])], f"must be one of {list(allowed_values)} or null")
+                _error(
+                    ["columns", col, int(bad[0])], f"must be one of {list(allowed_values)} or null"
+                )
             )
         frame[col] = raw
     if errors:

@@ -1,0 +1,158 @@
+"""A real MLflow tracking server and a real `bentoml serve` of the API, on free loopback
+ports, over a temporary project whose registry holds a small trained champion."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raincast.serving.auth import UserStore
+from raincast.settings import Settings
+from tests.helpers import free_port, http_status, train_small_model, wait_until
+
+BIN = Path(sys.executable).parent
+STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
+PASSWORD = "correct-horse-battery"
+
+
+def start(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def base_env(work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAINCAST_", "MLFLOW_"))}
+    env.update(
+        PATH=str(BIN) + os.pathsep + env.get("PATH", ""),
+        RAINCAST_PROJECT_DIR=str(work),
+        RAINCAST_HOME=str(work / "var"),
+        RAINCAST_USERS_FILE=str(work / "users.json"),
+    )
+    return env
+
+
+@dataclass
+class Api:
+    url: str
+    work: Path
+    settings: Settings
+    mlflow: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.url + path, data=data, headers=hdrs, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, h, content = resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            status, h, content = err.code, dict(err.headers), err.read()
+        try:
+            parsed: Any = json.loads(content) if content else None
+        except json.JSONDecodeError:
+            parsed = content.decode(errors="replace")
+        return status, h, parsed
+
+    def token(self, user: str, password: str = PASSWORD) -> str:
+        status, _, body = self.call("POST", "/auth/token", {"username": user, "password": password})
+        assert status == 200, body
+        return str(body["access_token"])
+
+
+@pytest.fixture(scope="package")
+def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    work = tmp_path_factory.mktemp("serving")
+    settings = Settings(project_dir=work, home=work / "var")
+    train_small_model(settings, STATIONS, seed=3, n_estimators=30)
+    users = UserStore(work / "users.json")
+    users.add("alice-admin", PASSWORD, "admin")
+    users.add("bob-user", PASSWORD, "user")
+    env = base_env(work)
+    mport = free_port()
+    mlflow = start(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mport),
+            "--workers",
+            "1",
+        ],
+        env,
+        work,
+        work / "mlflow-server.log",
+    )
+    wait_until(
+        "mlflow server",
+        lambda: http_status(f"http://127.0.0.1:{mport}/health") == 200,
+        120,
+        work / "mlflow-server.log",
+    )
+    env.update(
+        RAINCAST_MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mport}",
+        RAINCAST_JWT_SECRET=secrets.token_urlsafe(48),
+        RAINCAST_API_POLL_S="2",
+        RAINCAST_API_MAX_ROWS="50",
+        RAINCAST_API_MAX_BODY_BYTES="2000000",
+    )
+    port = free_port()
+    proc = start(
+        [
+            str(BIN / "bentoml"),
+            "serve",
+            "raincast.serving.service:RainService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env,
+        work,
+        work / "api.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until("the API", lambda: http_status(url + "/readyz") == 200, 180, work / "api.log")
+        yield Api(url, work, settings, mlflow, proc, env)
+    finally:
+        stop(proc)
+        stop(mlflow)
