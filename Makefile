@@ -7,7 +7,7 @@ export UV_LINK_MODE ?= copy
 # (with PYTHONDONTWRITEBYTECODE set, every process recompiles MLflow & co, ~3 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install system-deps run airflow test test-fast lint format bench clean
+.PHONY: help install system-deps run airflow up down ui test test-fast lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -35,6 +35,15 @@ system-deps: ## Install the Debian packages the tests use (needs root + apt-get)
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PKGS) >/dev/null; \
 	  else echo "warning: missing$$missing (tests that need them will skip)"; fi; \
 	fi
+
+up: install ## Whole system on one machine, no Docker (MLflow, Airflow, API, UI, Prometheus)
+	$(UV) run --locked raincast up
+
+down: ## Stop what `make up` started
+	$(UV) run --locked raincast down
+
+ui: install ## Streamlit UI only, on http://127.0.0.1:8501 (talks to RAINCAST_API_URL)
+	$(UV) run --locked streamlit run src/raincast/ui/app.py --server.address 127.0.0.1 --server.port 8501
 
 test: install system-deps ## Run the whole test suite
 	$(UV) run --locked pytest

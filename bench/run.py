@@ -174,6 +174,25 @@ def synthetic_speed() -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - t0}
 
 
+def drift_speed() -> dict:
+    """Evidently drift on the whole Kaggle file (145k rows x 22 columns) as reference."""
+    from raincast import schema
+    from raincast.monitoring.drift import detect_drift
+
+    df = schema.read_weather_csv(DATA / "weatherAUS.csv.gz")
+    current = df[df[schema.DATE] >= "2016-06-25"]
+    t0 = time.perf_counter()
+    result = detect_drift(df, current, share_threshold=0.3, num_threshold=0.2)
+    return {
+        "reference_rows": len(df),
+        "current_rows": len(current),
+        "columns": len(result.columns),
+        "seconds": time.perf_counter() - t0,
+        "drift_share": result.share,
+        "target_seconds": 15,
+    }
+
+
 def serving() -> dict:
     """In-process vs the raincast API vs `mlflow models serve` (see bench/serve.py)."""
     from bench.serve import main as serve_bench
@@ -185,7 +204,9 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"benchmarks need ../shared/data (weatherAUS files); not found at {DATA}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    only = set(sys.argv[1:]) or {"quality", "timings", "scaling", "synthetic", "serving"}
+    only = set(sys.argv[1:]) or {
+        "quality", "timings", "scaling", "synthetic", "drift", "serving",
+    }  # fmt: skip
     meta = {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -197,6 +218,7 @@ def main() -> None:
             "timings": lambda: timings(Path(tmp) / "t"),
             "scaling": lambda: scaling(Path(tmp)),
             "synthetic": synthetic_speed,
+            "drift": drift_speed,
             "serving": serving,
         }
         for name, job in jobs.items():

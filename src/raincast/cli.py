@@ -3,9 +3,11 @@ Airflow task ids), plus the registry tools and `run`, the one-shot daily cycle."
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -39,17 +41,38 @@ DateOpt = Annotated[
 
 
 def _setup() -> tuple[object, object]:
+    from raincast.monitoring.jobs import configure_logging
     from raincast.params import load_params
     from raincast.settings import Settings
 
-    logging.basicConfig(
-        level=os.environ.get("RAINCAST_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(os.environ.get("RAINCAST_LOG_LEVEL", "INFO"))
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings()
     return settings, load_params(settings.project_dir / "params.yaml")
+
+
+def _observed(step: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Run a pipeline step inside `monitoring.jobs.job`: span, JSON logs, Pushgateway."""
+
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def wrapper(*args: object, **kwargs: object) -> None:
+            from raincast.monitoring import jobs
+
+            with jobs.job(step):
+                fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
+def _record(name: str, value: float | None, **labels: str) -> None:
+    if value is not None:
+        from raincast.monitoring import jobs
+
+        jobs.record(name, value, **labels)
 
 
 def _date(value: str | None) -> date | None:
@@ -68,6 +91,7 @@ def _fail(msg: str) -> typer.Exit:
 
 
 @app.command()
+@_observed("fetch")
 def fetch(
     source: Annotated[
         str, typer.Option(help="openmeteo | synthetic | csv:<file> | replay:<file>")
@@ -87,10 +111,12 @@ def fetch(
         res = ingest.fetch(settings, src, d, _date(start))  # type: ignore[arg-type]
     except (SourceUnavailableError, ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from err
+    _record("raincast_rows_fetched", res.rows)
     typer.echo(f"fetched {res.rows} rows from {res.source} for {d} -> {res.path}")
 
 
 @app.command()
+@_observed("validate")
 def validate(
     logical_date: DateOpt = None,
     run_id: Annotated[
@@ -107,6 +133,8 @@ def validate(
     except (ingest.ValidationFailedError, FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from err
     r, u = out.result, out.upsert
+    _record("raincast_rows_accepted", len(r.accepted))
+    _record("raincast_rows_quarantined", len(r.quarantined))
     typer.echo(
         f"validated {r.rows_in} rows for {d}: {len(r.accepted)} accepted, "
         f"{len(r.quarantined)} quarantined; store: {u.inserted} inserted, {u.updated} updated, "
@@ -117,6 +145,7 @@ def validate(
 
 
 @app.command()
+@_observed("process")
 def process() -> None:
     """Export labelled rows of the raw store to data/processed (DVC stage)."""
     from raincast.pipeline import stages
@@ -126,6 +155,7 @@ def process() -> None:
 
 
 @app.command()
+@_observed("split")
 def split() -> None:
     """Temporal train/validation/test split (DVC stage)."""
     from raincast.pipeline import stages
@@ -138,24 +168,54 @@ def split() -> None:
 
 
 @app.command()
+@_observed("drift")
+def drift() -> None:
+    """Evidently drift: champion's training window vs the last drift.window_days (DVC stage)."""
+    from raincast.pipeline import stages
+
+    settings, params = _setup()
+    try:
+        out = stages.drift(settings, params)  # type: ignore[arg-type]
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from err
+    _record("raincast_drift_share", out["drift_share"])
+    _record("raincast_drift_detected", float(out["drift_detected"]))
+    _record("raincast_drift_columns", len(out["drifted_columns"]))
+    verdict = "DRIFT" if out["drift_detected"] else "no drift"
+    typer.echo(
+        f"{verdict}: share {out['drift_share']:.2f} of {len(out['columns'])} columns "
+        f"({', '.join(out['drifted_columns']) or 'none drifted'}); "
+        f"reference {out['reference_window']} ({out['reference_source']}), "
+        f"current {out['current_window']}"
+    )
+
+
+@app.command()
+@_observed("train")
 def train() -> None:
     """Fit XGBoost, log the MLflow run and register the model as challenger (DVC stage)."""
     from raincast.pipeline import stages
 
     settings, params = _setup()
     out = stages.train(settings, params)  # type: ignore[arg-type]
+    val = json.loads((settings.project_dir / stages.METRICS_DIR / "validation.json").read_text())  # type: ignore[attr-defined]
+    _record("raincast_model_f1", val["f1"], slice="validation")
+    _record("raincast_model_roc_auc", val["roc_auc"], slice="validation")
     typer.echo(
         f"registered {out['model_name']} version {out['model_version']} (run {out['run_id']})"
     )
 
 
 @app.command()
+@_observed("evaluate")
 def evaluate() -> None:
     """Score the trained model on the test slice; write metrics and plots (DVC stage)."""
     from raincast.pipeline import stages
 
     settings, _ = _setup()
     m = stages.evaluate(settings)  # type: ignore[arg-type]
+    _record("raincast_model_f1", m["f1"], slice="test")
+    _record("raincast_model_roc_auc", m["roc_auc"], slice="test")
     typer.echo(f"test F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}")
 
 
@@ -176,6 +236,7 @@ RunIdOpt = Annotated[
 
 
 @app.command()
+@_observed("predict")
 def predict(logical_date: BatchDateOpt = None, run_id: RunIdOpt = None) -> None:
     """Predict rain tomorrow for every station observed on the date, with the champion."""
     from mlflow.exceptions import MlflowException
@@ -201,6 +262,7 @@ def predict(logical_date: BatchDateOpt = None, run_id: RunIdOpt = None) -> None:
 
 
 @app.command()
+@_observed("score")
 def score(
     logical_date: BatchDateOpt = None,
     windows: Annotated[
@@ -227,6 +289,12 @@ def score(
         return "n/a" if v is None else f"{v:.3f}"
 
     for r in rows:
+        window = f"{r.window_days}d"
+        _record("raincast_live_f1", r.f1, window=window)
+        _record("raincast_live_roc_auc", r.roc_auc, window=window)
+        _record("raincast_live_base_rate", r.base_rate, window=window)
+        _record("raincast_live_calibration_error", r.calibration_error, window=window)
+        _record("raincast_live_scored_rows", r.n_scored, window=window)
         typer.echo(
             f"live {r.window_days}d to {r.as_of_date} {r.model_name} "
             f"(versions {r.model_versions or '-'}): n={r.n_scored} F1 {fmt(r.f1)} "
@@ -277,6 +345,7 @@ def retrain_due(
 
 
 @app.command()
+@_observed("promote")
 def promote(
     version: Annotated[
         str | None, typer.Option(help="Candidate version (default: the one just trained).")
@@ -286,8 +355,24 @@ def promote(
     from raincast.pipeline.promotion import promote as do_promote
 
     settings, params = _setup()
-    out = do_promote(settings, params.promote, version)  # type: ignore[arg-type, attr-defined]
+    out = do_promote(settings, params.promote, version, params.drift.mode)  # type: ignore[arg-type, attr-defined]
+    if out.decision is not None:
+        _record("raincast_promotion_promoted", float(out.decision.promote))
+    _record_champion(settings)
     _print_promotion(out)
+
+
+def _record_champion(settings: object) -> None:
+    from raincast.models import tracking
+    from raincast.models.registry import CHAMPION
+
+    try:
+        client = tracking.configure(settings)  # type: ignore[arg-type]
+        champ = client.get_model_version_by_alias(settings.model_name, CHAMPION)  # type: ignore[attr-defined]
+    except Exception:  # no champion yet: nothing to report
+        return
+    _record("raincast_champion_version", float(champ.version))
+    _record("raincast_champion_created_timestamp_seconds", champ.creation_timestamp / 1000)
 
 
 def _print_promotion(out: object) -> None:
@@ -491,6 +576,49 @@ def airflow(
         bold=True,
     )
     os.execvpe(orchestration.airflow_bin(), [orchestration.airflow_bin(), "standalone"], env)
+
+
+@app.command()
+def up(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service.")] = 300,
+) -> None:
+    """Start MLflow, Airflow, the API, the UI (+ Prometheus/Pushgateway) without Docker."""
+    from raincast import platform
+
+    settings, _ = _setup()
+    ports = platform.Ports.from_env()
+    try:
+        urls = platform.up(settings, ports, timeout)  # type: ignore[arg-type]
+    except RuntimeError as err:
+        raise _fail(str(err)) from err
+    env_file = settings.project_dir / ".env"  # type: ignore[attr-defined]
+    typer.secho("raincast is up (logs: var/log/platform.log; stop with `make down`)", fg="green")
+    ui_cred = f"admin / RAINCAST_API_ADMIN_PASSWORD in {env_file}"
+    rows = [
+        ("Streamlit UI", f"http://127.0.0.1:{ports.ui}", ui_cred),
+        ("API (docs)", f"http://127.0.0.1:{ports.api}/api/docs", "same user; POST /auth/token"),
+        (
+            "Airflow",
+            f"http://127.0.0.1:{ports.airflow}",
+            f"admin / RAINCAST_AIRFLOW_PASSWORD in {env_file}",
+        ),
+        ("MLflow", f"http://127.0.0.1:{ports.mlflow}", "no login (loopback only)"),
+    ]
+    for name, url, cred in rows:
+        typer.echo(f"  {name:<13} {url:<34} {cred}")
+    for name in ("prometheus", "pushgateway"):
+        if name in urls:
+            typer.echo(f"  {name:<13} {urls[name].rsplit('/', 2)[0]:<34} no login")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `raincast up` started."""
+    from raincast import platform
+
+    settings, _ = _setup()
+    stopped = platform.down(settings)  # type: ignore[arg-type]
+    typer.echo("stopped" if stopped else "nothing was running")
 
 
 @app.command()

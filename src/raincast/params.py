@@ -6,7 +6,7 @@ import hashlib
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +53,25 @@ class HistoryParams(_Strict):
     openmeteo_days: int = Field(730, ge=1)
 
 
+class DriftParams(_Strict):
+    #: Current window: the last N days of the processed data.
+    window_days: int = Field(30, ge=1)
+    #: Reference: at most this many rows sampled from the champion's training window.
+    reference_rows: int = Field(20000, ge=100)
+    #: Dataset drift when at least this share of the columns drifted.
+    share_threshold: float = Field(0.3, gt=0.0, le=1.0)
+    #: Per-column threshold for numeric columns (None: Evidently's default for the test
+    #: it picks, 0.1 for normed Wasserstein on large samples).
+    num_threshold: float | None = Field(None, gt=0.0)
+    #: annotate: record drift with the decision only; block: a drifted dataset also blocks
+    #: the promotion of the model trained on it.
+    mode: Literal["annotate", "block"] = "annotate"
+    #: Compare with the same days of the year in the reference window (seasonality is
+    #: not drift); false compares with the whole window.
+    seasonal: bool = True
+    seed: int = 0
+
+
 class Params(_Strict):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
@@ -60,6 +79,7 @@ class Params(_Strict):
     promote: PromoteParams = Field(default_factory=PromoteParams)
     retrain: RetrainParams = Field(default_factory=RetrainParams)
     history: HistoryParams = Field(default_factory=HistoryParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -129,3 +129,30 @@ def test_retrain_gate_skips_a_time_triggered_run_while_the_champion_is_fresh(upd
     assert run([*gate, "asset_triggered"], work, env).returncode == 0
     stale = run([*gate, "scheduled"], work, {**env, "RAINCAST_MODEL_NAME": "never-trained"})
     assert stale.returncode == 0 and "no champion" in stale.stdout
+
+
+def test_live_scoring_on_replay_matches_a_hand_computed_f1(updated) -> None:  # type: ignore[no-untyped-def]
+    """Predictions made for LAST from LAST-1's rows, then LAST arrives: `raincast score`
+    must report the F1 one computes by hand from the two tables."""
+    from sklearn.metrics import f1_score
+
+    work, env, _ = updated
+    out = _dags_test(work, env, "weather_batch_predict")  # idempotent: predictions for LAST
+    assert out.returncode == 0, out.stdout[-3000:]
+    out = _dags_test(work, env, "weather_data_update", LAST.isoformat())  # outcomes arrive
+    assert out.returncode == 0, out.stdout[-3000:]
+    scored = run([str(BIN / "raincast"), "score", "--date", LAST.isoformat()], work, env)
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    engine = store.connect(Settings(project_dir=work).raw_store_url)
+    preds = store.read_predictions(engine)
+    obs = store.read_observations(engine, LAST, LAST)
+    joined = preds[preds["target_date"].astype(str) == LAST.isoformat()].merge(
+        obs[["Location", "RainToday"]], on="Location"
+    )
+    assert len(joined) == 6
+    expected = f1_score(joined["RainToday"] == "Yes", joined["label"] == "Yes", zero_division=0)
+    live = store.read_live_scores(engine)
+    row = live[(live["window_days"] == 7) & (live["as_of_date"].astype(str) == LAST.isoformat())]
+    assert len(row) == 1 and int(row["n_scored"].iloc[0]) == 6
+    assert abs(float(row["f1"].iloc[0]) - expected) < 1e-12
+    assert 0.0 <= float(row["calibration_error"].iloc[0]) <= 1.0

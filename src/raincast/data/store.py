@@ -119,7 +119,23 @@ def connect(url: str) -> sa.Engine:
             cur.close()
 
     metadata.create_all(engine)
+    _add_new_columns(engine)
     return engine
+
+
+def _add_new_columns(engine: sa.Engine) -> None:
+    """Add nullable columns introduced after a table was created (forward-only, no data
+    rewrite), so an existing store keeps working after an upgrade."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in have and col.nullable:
+                    kind = col.type.compile(dialect=engine.dialect)
+                    conn.execute(
+                        sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}')
+                    )
 
 
 def _to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -448,6 +464,7 @@ live_scores = sa.Table(
     sa.Column("mean_probability", sa.Float),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(120), nullable=False),
+    sa.Column("calibration_error", sa.Float),  # expected calibration error, 10 bins
 )
 
 _PREDICTION_KEY = ("target_date", schema.LOCATION, "model_name", "model_version")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
@@ -101,7 +102,21 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
-def decision_tags(decision: Decision, cand: Scores, champ: Scores | None) -> dict[str, str]:
+def apply_drift(decision: Decision, drift: dict[str, Any] | None, mode: str) -> Decision:
+    """Record the drift verdict of the candidate's data with the decision; in mode
+    ``block`` a drifted dataset also blocks the promotion."""
+    if not drift:
+        return decision
+    share, cols = float(drift["drift_share"]), list(drift.get("drifted_columns", []))
+    note = f"drift share {share:.2f} ({', '.join(cols) or 'no column'} drifted)"
+    if drift.get("drift_detected") and mode == "block" and decision.promote:
+        return Decision(False, [*decision.reasons, f"{note}: blocked by drift.mode=block"])
+    return Decision(decision.promote, [*decision.reasons, note])
+
+
+def decision_tags(
+    decision: Decision, cand: Scores, champ: Scores | None, drift: dict[str, Any] | None = None
+) -> dict[str, str]:
     tags = {
         "promotion.decision": decision.label,
         "promotion.reasons": " | ".join(decision.reasons)[:4900],
@@ -113,6 +128,12 @@ def decision_tags(decision: Decision, cand: Scores, champ: Scores | None) -> dic
             "promotion.champion_version": champ.version,
             "promotion.champion_f1": f"{champ.f1:.6f}",
             "promotion.champion_auc": f"{champ.roc_auc:.6f}",
+        }
+    if drift:
+        tags |= {
+            "promotion.drift_share": f"{float(drift['drift_share']):.4f}",
+            "promotion.drift_detected": str(bool(drift.get("drift_detected"))).lower(),
+            "promotion.drifted_columns": ",".join(drift.get("drifted_columns", []))[:4900],
         }
     return tags
 

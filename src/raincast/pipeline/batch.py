@@ -72,6 +72,7 @@ class ScoreRow:
     mean_probability: float | None
     scored_at: datetime
     run_id: str
+    calibration_error: float | None = None
 
 
 def default_run_id() -> str:
@@ -234,7 +235,21 @@ def live_metrics(y: np.ndarray, pred: np.ndarray, p: np.ndarray) -> dict[str, fl
         "base_rate": float(np.mean(y)),
         "predicted_positive_rate": float(np.mean(pred)),
         "mean_probability": float(np.mean(p)),
+        "calibration_error": expected_calibration_error(y, p),
     }
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: |observed rate - mean probability| per probability
+    decile, weighted by the decile's share of rows."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            error += mask.mean() * abs(float(np.mean(y[mask])) - float(np.mean(p[mask])))
+    return float(error)
 
 
 def _versions(values: pd.Series) -> str:
@@ -266,6 +281,7 @@ def score_windows(
                     "base_rate",
                     "predicted_positive_rate",
                     "mean_probability",
+                    "calibration_error",
                 )
             )
             if len(done):

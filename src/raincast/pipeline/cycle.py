@@ -131,5 +131,5 @@ def run_cycle(
         pending.touch()
         dvc(settings.project_dir, "push")
         pending.unlink()
-    outcome = promote(settings, params.promote)
+    outcome = promote(settings, params.promote, drift_mode=params.drift.mode)
     return CycleReport(source.name, logical_date, history_rows, day_rows, outcome, fell_back)

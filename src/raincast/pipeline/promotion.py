@@ -15,13 +15,14 @@ from raincast.models.registry import (
     Decision,
     Scores,
     alias_version,
+    apply_drift,
     decide_promotion,
     decision_tags,
     resolve_stage,
     score_version,
 )
 from raincast.params import PromoteParams
-from raincast.pipeline.stages import MODEL_DIR, SPLIT_DIR
+from raincast.pipeline.stages import DRIFT_DIR, MODEL_DIR, SPLIT_DIR
 from raincast.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,10 @@ class PromotionOutcome:
 
 
 def promote(
-    settings: Settings, rule: PromoteParams, candidate_version: str | None = None
+    settings: Settings,
+    rule: PromoteParams,
+    candidate_version: str | None = None,
+    drift_mode: str = "annotate",
 ) -> PromotionOutcome:
     """Score the candidate and the champion on the same test slice and apply the rule.
 
@@ -78,7 +82,9 @@ def promote(
             )
         cand = score_version(name, candidate_version, test)
         champ = score_version(name, champion_v, test) if champion_v else None
-        decision = decide_promotion(cand, champ, rule)
+        drift_file = root / DRIFT_DIR / "drift.json"
+        drift = json.loads(drift_file.read_text()) if drift_file.exists() else None
+        decision = apply_drift(decide_promotion(cand, champ, rule), drift, drift_mode)
         # Re-read: another promoter may have moved the alias while we were scoring.
         if alias_version(client, name, CHAMPION) != champion_v:
             raise RuntimeError(
@@ -86,7 +92,7 @@ def promote(
             )
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, candidate_version)
-        for key, value in decision_tags(decision, cand, champ).items():
+        for key, value in decision_tags(decision, cand, champ, drift).items():
             client.set_model_version_tag(name, candidate_version, key, value)
             if version.run_id:
                 client.set_tag(version.run_id, key, value)

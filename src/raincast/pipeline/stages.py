@@ -29,6 +29,7 @@ SPLIT_DIR = Path("data/split")
 MODEL_DIR = Path("data/model")
 METRICS_DIR = Path("data/metrics")
 PLOTS_DIR = Path("data/plots")
+DRIFT_DIR = Path("data/drift")
 
 
 def _write_json(path: Path, body: dict[str, Any]) -> None:
@@ -61,6 +62,70 @@ def split(settings: Settings, params: Params) -> dict[str, Any]:
     }
     _write_json(out / "windows.json", summary)
     return summary
+
+
+def _champion_train_window(settings: Settings) -> list[str] | None:
+    """The champion's training window from its MLflow run tags (None without a champion)."""
+    from raincast.models import tracking
+
+    try:
+        client = tracking.configure(settings)
+        mv = client.get_model_version_by_alias(settings.model_name, "champion")
+        window = client.get_run(str(mv.run_id)).data.tags["train_window"]
+    except Exception as err:  # no registry, no champion, no tag: fall back to the split
+        log.info("no champion training window (%s); using this split's train window", err)
+        return None
+    return window.split("..")
+
+
+def drift(settings: Settings, params: Params) -> dict[str, Any]:
+    """Evidently drift: a sample of the champion's training window vs the last N days.
+
+    The champion lives in MLflow, outside DVC's view: the stage reruns when the processed
+    data or drift params change (daily), not when only the alias moves.
+    """
+    from datetime import date, timedelta
+
+    from raincast.monitoring.drift import detect_drift
+
+    root, cfg = settings.project_dir, params.drift
+    df = pd.read_parquet(root / PROCESSED)
+    window = _champion_train_window(settings)
+    source = "champion" if window else "split"
+    if window is None:
+        window = json.loads((root / SPLIT_DIR / "windows.json").read_text())["windows"]["train"]
+    reference = df[(df[schema.DATE] >= window[0]) & (df[schema.DATE] <= window[1])]
+    last = date.fromisoformat(str(df[schema.DATE].max()))
+    start = (last - timedelta(days=cfg.window_days - 1)).isoformat()
+    if cfg.seasonal:  # same days of the year only: winter is not drift from summer
+        doy = pd.to_datetime(reference[schema.DATE]).dt.dayofyear
+        lo, hi = date.fromisoformat(start).timetuple().tm_yday, last.timetuple().tm_yday
+        same_season = reference[
+            (doy >= lo) & (doy <= hi) if lo <= hi else (doy >= lo) | (doy <= hi)
+        ]
+        if same_season.empty:
+            log.warning("reference window has none of the current days of the year; using all")
+        else:
+            reference = same_season
+    if len(reference) > cfg.reference_rows:
+        reference = reference.sample(cfg.reference_rows, random_state=cfg.seed)
+    current = df[df[schema.DATE] >= start]
+    result = detect_drift(reference, current, cfg.share_threshold, cfg.num_threshold)
+    out = root / DRIFT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.html").write_text(result.html)
+    body = {
+        **result.summary(),
+        "share_threshold": cfg.share_threshold,
+        "mode": cfg.mode,
+        "reference_window": "..".join(window),
+        "seasonal": cfg.seasonal,
+        "reference_source": source,
+        "current_window": f"{start}..{last.isoformat()}",
+    }
+    _write_json(out / "drift.json", body)
+    log.info("drift share %.2f (%s drifted)", result.share, ", ".join(result.drifted) or "none")
+    return body
 
 
 def train(settings: Settings, params: Params) -> dict[str, Any]:
@@ -123,6 +188,12 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
         )
         mlflow.log_metrics({f"validation_{k}": v for k, v in val_metrics.items()})
         mlflow.log_metrics({"best_iteration": model.best_iteration, "rounds": model.rounds})
+        drift_json = root / DRIFT_DIR / "drift.json"
+        if drift_json.exists():  # the data this model was trained on, vs the champion's
+            drift_body = json.loads(drift_json.read_text())
+            mlflow.log_metric("drift_share", drift_body["drift_share"])
+            mlflow.set_tag("drift_detected", str(drift_body["drift_detected"]).lower())
+            mlflow.log_artifacts(str(root / DRIFT_DIR), artifact_path="drift")
         example = train_df.drop(columns=[schema.RAIN_TOMORROW, "source"]).head(5)
         info = mlflow.pyfunc.log_model(
             name="model",

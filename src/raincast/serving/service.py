@@ -25,6 +25,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse, ORJSONResponse
 
+from raincast.monitoring.jobs import JsonFormatter
 from raincast.serving import metrics
 from raincast.serving.auth import PUBLIC_PATHS, AuthConfig, JWTMiddleware
 from raincast.serving.model import ModelHolder
@@ -68,30 +69,9 @@ TRACING: dict[str, Any] = (
 )
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line with the current trace id (empty when not tracing)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        from opentelemetry import trace
-
-        ctx = trace.get_current_span().get_span_context()
-        body = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-            "trace_id": format(ctx.trace_id, "032x") if ctx.trace_id else "",
-        }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return json.dumps(body)
-
-
 def _json_logs() -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter())  # the pipeline's: same fields everywhere
     for name in ("raincast",):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

@@ -1,0 +1,1 @@
+"""Monitoring: data drift (Evidently), batch-job metrics (Pushgateway), traces and logs."""
