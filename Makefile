@@ -42,8 +42,8 @@ up: install ## Whole system on one machine, no Docker (MLflow, Airflow, API, UI,
 down: ## Stop what `make up` started
 	$(UV) run --locked raincast down
 
-ui: install ## Streamlit UI only, on http://127.0.0.1:8501 (talks to RAINCAST_API_URL)
-	$(UV) run --locked streamlit run src/raincast/ui/app.py --server.address 127.0.0.1 --server.port 8501
+ui: install ## Streamlit demo UI on http://127.0.0.1:8501 (API at RAINCAST_API_URL, default http://127.0.0.1:3000)
+	$(UV) run --locked streamlit run src/raincast/ui/app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
 
 test: install system-deps ## Run the whole test suite
 	$(UV) run --locked pytest

@@ -9,6 +9,7 @@ and `down` stops the whole process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -183,19 +184,29 @@ def up(settings: Settings, ports: Ports, timeout_s: float = 300) -> dict[str, st
 
 
 def down(settings: Settings, timeout_s: float = 60) -> bool:
-    """Stop the process group started by `up`. False when nothing was running."""
+    """Stop everything `up` started: the honcho process group and every descendant
+    (Airflow's API server starts its own session, so the group alone would miss it).
+    False when nothing was running."""
+    import psutil
+
     path = pid_file(settings)
     if not path.exists():
         return False
     pid = int(path.read_text())
     try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            os.killpg(pid, 0)
-            time.sleep(0.5)
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
     path.unlink(missing_ok=True)
     return True
