@@ -59,6 +59,10 @@ PUBLIC_ENV = (
     "RAINCAST_HTTP_TIMEOUT_S",
     "RAINCAST_HTTP_RETRIES",
     "RAINCAST_LOG_LEVEL",
+    "RAINCAST_LOG_FORMAT",
+    "RAINCAST_PUSHGATEWAY_URL",
+    "RAINCAST_OTLP_ENDPOINT",
+    "RAINCAST_TRACE_SAMPLE_RATE",
     "MLFLOW_S3_ENDPOINT_URL",
 )
 #: Forwarded into docker tasks as `private_environment` (never templated nor shown).
