@@ -13,8 +13,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import free_port, labelled_rows, train_small_model, wait_until  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    api_command,
+    free_port,
+    labelled_rows,
+    start_logged,
+    stop_group,
+    train_small_model,
+    wait_until,
+)
 
 BIN = Path(sys.executable).parent
 DURATION_S = float(os.environ.get("RAINCAST_BENCH_DURATION_S", "10"))
@@ -93,21 +99,6 @@ def _batch(url: str, body: bytes, headers: dict[str, str], rows: int, n: int = 5
     return {"rows": rows, "seconds_best_of_5": best, "rows_per_s": rows / best}
 
 
-def _start(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def main() -> dict[str, Any]:
     import pandas as pd
 
@@ -163,23 +154,10 @@ def main() -> dict[str, Any]:
 
     # (b) raincast API
     port = free_port()
-    api = _start(
-        [
-            str(BIN / "bentoml"),
-            "serve",
-            "raincast.serving.service:RainService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env,
-        work,
-        work / "api.log",
-    )
+    api = start_logged(api_command(port), env, work, work / "api.log")
     # (c) mlflow models serve of the same version
     mport = free_port()
-    mlf = _start(
+    mlf = start_logged(
         [
             str(BIN / "mlflow"),
             "models",
@@ -246,8 +224,8 @@ def main() -> dict[str, Any]:
             f"http://127.0.0.1:{mport}/invocations", c_batch, plain, 10_000
         )
     finally:
-        _stop(api)
-        _stop(mlf)
+        stop_group(api)
+        stop_group(mlf)
     out["api_over_mlflow_c16"] = (
         out["raincast_api"]["c16"]["req_per_s"] / out["mlflow_serve"]["c16"]["req_per_s"]
     )

@@ -4,7 +4,11 @@ free ports, and waiting for a server to come up."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -94,3 +98,34 @@ def http_status(url: str) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
+
+
+BIN = Path(sys.executable).parent
+
+
+def api_command(port: int) -> list[str]:
+    """`bentoml serve` of the raincast API on 127.0.0.1:``port``."""
+    return [str(BIN / "bentoml"), "serve", "raincast.serving.service:RainService",
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
+def start_logged(
+    cmd: list[str], env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session (so its whole group can be stopped), output to ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -18,29 +17,22 @@ import pytest
 
 from raincast.serving.auth import UserStore
 from raincast.settings import Settings
-from tests.helpers import free_port, http_status, train_small_model, wait_until
+from tests.helpers import (
+    api_command,
+    free_port,
+    http_status,
+    start_logged,
+    stop_group,
+    train_small_model,
+    wait_until,
+)
 
 BIN = Path(sys.executable).parent
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
 PASSWORD = "correct-horse-battery"
 
 
-def start(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+start, stop = start_logged, stop_group  # names the serving tests use
 
 
 def base_env(work: Path) -> dict[str, str]:
@@ -135,20 +127,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         RAINCAST_API_MAX_BODY_BYTES="2000000",
     )
     port = free_port()
-    proc = start(
-        [
-            str(BIN / "bentoml"),
-            "serve",
-            "raincast.serving.service:RainService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env,
-        work,
-        work / "api.log",
-    )
+    proc = start(api_command(port), env, work, work / "api.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until("the API", lambda: http_status(url + "/readyz") == 200, 180, work / "api.log")

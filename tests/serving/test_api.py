@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mlflow import MlflowClient
 
 from raincast.models.pyfunc import predict_frame
-from tests.helpers import free_port, labelled_rows, train_small_model, wait_until
+from tests.helpers import api_command, free_port, labelled_rows, train_small_model, wait_until
 
 from .conftest import BIN, STATIONS, Api, start, stop
 
@@ -330,20 +330,7 @@ def test_server_refuses_to_start_without_a_strong_secret(api: Api, secret: str |
     assert out.returncode == 1
     assert "RAINCAST_JWT_SECRET" in out.stderr
     log = api.work / f"refused-{bool(secret)}.log"
-    proc = start(
-        [
-            str(BIN / "bentoml"),
-            "serve",
-            "raincast.serving.service:RainService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-        ],
-        env,
-        api.work,
-        log,
-    )
+    proc = start(api_command(free_port()), env, api.work, log)
     try:
         proc.wait(timeout=150)
     except subprocess.TimeoutExpired:

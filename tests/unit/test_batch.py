@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from raincast import schema
 from raincast.cli import app
 from raincast.data import store
-from raincast.params import Params, TrainParams
-from raincast.pipeline import batch, stages
+from raincast.pipeline import batch
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from tests.helpers import train_small_model
 
 STATIONS = ("Darwin", "Perth", "Sydney", "Hobart")
 DAY = date(2021, 3, 3)
@@ -29,27 +27,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A temp project whose embedded MLflow registry holds a small champion model."""
     root = tmp_path_factory.mktemp("batch")
     settings = Settings(project_dir=root, home=root / "var")
-    rows = SyntheticSource(seed=3, stations=STATIONS).fetch(date(2019, 1, 1), date(2020, 12, 31))
-    rows[schema.RAIN_TOMORROW] = store.next_day_labels(rows)
-    rows = rows[rows[schema.RAIN_TOMORROW].notna()].assign(source="synthetic")
-    train, val = rows[rows[schema.DATE] < "2020-07-01"], rows[rows[schema.DATE] >= "2020-07-01"]
-    (root / stages.SPLIT_DIR).mkdir(parents=True)
-    (root / stages.PROCESSED).parent.mkdir(parents=True)
-    rows.to_parquet(root / stages.PROCESSED, index=False)
-    train.to_parquet(root / stages.SPLIT_DIR / "train.parquet", index=False)
-    val.to_parquet(root / stages.SPLIT_DIR / "validation.parquet", index=False)
-    windows = {"train": ["2019-01-01", "2020-06-30"], "validation": ["2020-07-01", "2020-12-30"]}
-    windows["test"] = windows["validation"]
-    (root / stages.SPLIT_DIR / "windows.json").write_text(json.dumps({"windows": windows}))
-    (root / "params.yaml").write_text("{}\n")
-    params = Params(
-        train=TrainParams(
-            seed=0, early_stopping_rounds=5, xgb={"n_estimators": 20, "max_depth": 3, "n_jobs": 1}
-        )
-    )
-    version = stages.train(settings, params)["model_version"]
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    client.set_registered_model_alias(settings.model_name, "champion", version)
+    version = train_small_model(settings, STATIONS, seed=3, n_estimators=20)
     return root, version
 
 
