@@ -146,6 +146,8 @@ def up(settings: Settings, ports: Ports, timeout_s: float = 300) -> dict[str, st
         RAINCAST_API_URL=f"http://127.0.0.1:{ports.api}",
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # MLflow 3's server otherwise starts ~8 job-runner processes (~250 MB each).
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     text, skipped = procfile(settings, ports)
     if "pushgateway" not in skipped:
         env["RAINCAST_PUSHGATEWAY_URL"] = f"http://127.0.0.1:{ports.pushgateway}"

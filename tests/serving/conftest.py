@@ -95,6 +95,8 @@ def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     users.add("alice-admin", PASSWORD, "admin")
     users.add("bob-user", PASSWORD, "user")
     env = base_env(work)
+    # MLflow 3's server otherwise starts ~8 job-runner processes (~250 MB each).
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     mport = free_port()
     mlflow = start(
         [
