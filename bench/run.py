@@ -193,6 +193,13 @@ def drift_speed() -> dict:
     }
 
 
+def steady() -> dict:
+    """10k /predict requests at concurrency 16: errors and API worker memory growth."""
+    from bench.steady import main as steady_bench
+
+    return steady_bench()
+
+
 def serving() -> dict:
     """In-process vs the raincast API vs `mlflow models serve` (see bench/serve.py)."""
     from bench.serve import main as serve_bench
@@ -205,7 +212,7 @@ def main() -> None:
         sys.exit(f"benchmarks need ../shared/data (weatherAUS files); not found at {DATA}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     only = set(sys.argv[1:]) or {
-        "quality", "timings", "scaling", "synthetic", "drift", "serving",
+        "quality", "timings", "scaling", "synthetic", "drift", "serving", "steady",
     }  # fmt: skip
     meta = {
         "python": platform.python_version(),
@@ -220,6 +227,7 @@ def main() -> None:
             "synthetic": synthetic_speed,
             "drift": drift_speed,
             "serving": serving,
+            "steady": steady,
         }
         for name, job in jobs.items():
             if name not in only:

@@ -6,6 +6,7 @@ upserts that touch only rows whose values changed, so fetching a date twice is a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -413,7 +414,9 @@ def exclusive_lock(
     SQLite (one machine by construction): a file lock beside the database.
     """
     if engine.dialect.name == "postgresql":
-        key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big") & 0x7FFFFFFFFFFFFFFF
+        # A hash of the whole name: a prefix would give every "raincast-..." lock one key.
+        digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big") & 0x7FFFFFFFFFFFFFFF
         with engine.connect() as conn:
             conn.execute(sa.text("SET lock_timeout = :t"), {"t": f"{int(timeout_s * 1000)}ms"})
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})

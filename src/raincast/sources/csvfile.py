@@ -40,6 +40,11 @@ class CsvSource:
             raise ValueError(f"start {start} is after end {end}")
         dates = self.frame[schema.DATE]
         mask = (dates >= start.isoformat()) & (dates <= end.isoformat())
+        if end >= self.last_date():
+            # Rows without a valid ISO date belong to no window. Rather than drop them
+            # silently, the batch reaching the file's newest date carries them, so
+            # validation quarantines them with a reason (type:Date).
+            mask |= dates.isna()
         return self.frame.loc[mask].reset_index(drop=True)
 
 
