@@ -143,6 +143,7 @@ def test_logged_model_predicts_from_raw_rows_and_mlflow_serves_it(project: Path)
 
     s = Settings(project_dir=project)
     mlflow.set_tracking_uri(s.tracking_uri)
+    mlflow.set_registry_uri(s.tracking_uri)  # earlier tests may have left a server registry set
     raw = pd.read_parquet(project / "data" / "split" / "test.parquet").head(20)
     raw = raw.drop(columns=["RainTomorrow", "source"])
     model = mlflow.pyfunc.load_model("models:/rain-tomorrow@champion")

@@ -305,6 +305,7 @@ def test_api_probabilities_equal_the_pipeline_batch_predictions(api: Api) -> Non
     status, _, batch = api.call("POST", "/predict_batch", {"columns": cols}, token)
     assert status == 200
     mlflow.set_tracking_uri(api.settings.tracking_uri)
+    mlflow.set_registry_uri(api.settings.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/rain-tomorrow/1").unwrap_python_model()
     offline = predict_frame(model.booster, pd.DataFrame(rows), model.threshold)["probability"]
     assert np.max(np.abs(np.array(online) - offline.to_numpy())) <= 1e-6
