@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import free_port, http_status, labelled_rows, train_small_model, wait_until  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    api_command,
+    free_port,
+    http_status,
+    labelled_rows,
+    mlflow_server_command,
+    start_logged,
+    stop_group,
+    train_small_model,
+    wait_until,
+)
 
 BIN = Path(sys.executable).parent
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
@@ -40,24 +49,6 @@ WARMUP = int(os.environ.get("RAINCAST_STEADY_WARMUP", "2000"))
 CHECKPOINTS = 5
 MAX_GROWTH_PCT = 10.0
 PASSWORD = "steady-password-123"
-
-
-def _start(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def _worker_process(server_pid: int) -> Any:
@@ -164,19 +155,8 @@ def main() -> dict[str, Any]:
         )
         mport = free_port()
         procs.append(
-            _start(
-                [
-                    str(BIN / "mlflow"),
-                    "server",
-                    "--backend-store-uri",
-                    settings.tracking_uri,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(mport),
-                    "--workers",
-                    "1",
-                ],
+            start_logged(
+                mlflow_server_command(settings.tracking_uri, mport),
                 env,
                 work,
                 work / "mlflow-server.log",
@@ -194,20 +174,7 @@ def main() -> dict[str, Any]:
             RAINCAST_API_MAX_ROWS="50",
         )
         port = free_port()
-        api = _start(
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                "raincast.serving.service:RainService",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env,
-            work,
-            work / "api.log",
-        )
+        api = start_logged(api_command(port), env, work, work / "api.log")
         procs.append(api)
         url = f"http://127.0.0.1:{port}"
         wait_until("the API", lambda: http_status(url + "/readyz") == 200, 180, work / "api.log")
@@ -256,7 +223,7 @@ def main() -> dict[str, Any]:
         }
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -109,6 +109,12 @@ def api_command(port: int) -> list[str]:
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
 
+def mlflow_server_command(backend_uri: str, port: int) -> list[str]:
+    """`mlflow server` on 127.0.0.1:``port`` over ``backend_uri`` (one worker)."""
+    return [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+
+
 def start_logged(
     cmd: list[str], env: dict[str, str], cwd: Path, log: Path
 ) -> subprocess.Popen[bytes]:

@@ -21,6 +21,7 @@ from tests.helpers import (
     api_command,
     free_port,
     http_status,
+    mlflow_server_command,
     start_logged,
     stop_group,
     train_small_model,
@@ -99,21 +100,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     mport = free_port()
     mlflow = start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            settings.tracking_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(mport),
-            "--workers",
-            "1",
-        ],
-        env,
-        work,
-        work / "mlflow-server.log",
+        mlflow_server_command(settings.tracking_uri, mport), env, work, work / "mlflow-server.log"
     )
     wait_until(
         "mlflow server",
