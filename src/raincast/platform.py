@@ -148,6 +148,8 @@ def up(settings: Settings, ports: Ports, timeout_s: float = 300) -> dict[str, st
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     # MLflow 3's server otherwise starts ~8 job-runner processes (~250 MB each).
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # The API starts alongside MLflow: poll the champion alias often so it is ready soon.
+    env.setdefault("RAINCAST_API_POLL_S", "5")
     text, skipped = procfile(settings, ports)
     if "pushgateway" not in skipped:
         env["RAINCAST_PUSHGATEWAY_URL"] = f"http://127.0.0.1:{ports.pushgateway}"

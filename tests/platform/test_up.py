@@ -16,7 +16,7 @@ import pytest
 
 from raincast.platform import read_env_file
 from raincast.settings import Settings
-from tests.helpers import free_port, train_small_model
+from tests.helpers import free_port, http_status, train_small_model, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +68,8 @@ def test_up_serves_everything_and_down_stops_it(tmp_path: Path) -> None:
         assert len(secrets["RAINCAST_JWT_SECRET"]) >= 32
         assert (work / ".env").stat().st_mode & 0o077 == 0
         api = f"http://127.0.0.1:{ports['api']}"
+        # The API may start before the MLflow server answers: its poller loads the champion.
+        wait_until("the API to load the champion", lambda: http_status(api + "/readyz") == 200, 120)
         token = _post(
             api + "/auth/token",
             {"username": "admin", "password": secrets["RAINCAST_API_ADMIN_PASSWORD"]},
