@@ -34,8 +34,8 @@ from tests.helpers import (  # noqa: E402
     free_port,
     http_status,
     labelled_rows,
-    mlflow_server_command,
     start_logged,
+    start_mlflow_server,
     stop_group,
     train_small_model,
     wait_until,
@@ -153,21 +153,8 @@ def main() -> dict[str, Any]:
             RAINCAST_HOME=str(work / "var"),
             RAINCAST_USERS_FILE=str(work / "users.json"),
         )
-        mport = free_port()
-        procs.append(
-            start_logged(
-                mlflow_server_command(settings.tracking_uri, mport),
-                env,
-                work,
-                work / "mlflow-server.log",
-            )
-        )
-        wait_until(
-            "mlflow server",
-            lambda: http_status(f"http://127.0.0.1:{mport}/health") == 200,
-            120,
-            work / "mlflow-server.log",
-        )
+        mlflow, mport = start_mlflow_server(settings.tracking_uri, env, work)
+        procs.append(mlflow)
         env.update(
             RAINCAST_MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mport}",
             RAINCAST_JWT_SECRET=secrets.token_urlsafe(48),

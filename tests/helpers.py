@@ -118,20 +118,34 @@ def mlflow_server_command(backend_uri: str, port: int) -> list[str]:
 def start_logged(
     cmd: list[str], env: dict[str, str], cwd: Path, log: Path
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (so its whole group can be stopped), output to ``log``."""
-    with log.open("w") as out:
+    """Start ``cmd`` in its own session (so its whole group can be stopped), output appended
+    to ``log`` (a restart on the same log keeps the earlier run's lines)."""
+    with log.open("ab") as out:
         return subprocess.Popen(
             cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL after 30 s."""
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM the process group, SIGKILL after ``timeout`` s."""
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+def start_mlflow_server(
+    backend_uri: str, env: dict[str, str], work: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A real `mlflow server` over ``backend_uri`` on a free port, once /health answers."""
+    port = free_port()
+    log = work / "mlflow-server.log"
+    proc = start_logged(mlflow_server_command(backend_uri, port), env, work, log)
+    wait_until(
+        "mlflow server", lambda: http_status(f"http://127.0.0.1:{port}/health") == 200, 120, log
+    )
+    return proc, port

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, http_status, wait_until
+from tests.helpers import free_port, http_status, start_logged, stop_group, wait_until
 
 BIN = Path(sys.executable).parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -33,28 +33,6 @@ S3_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 BUCKETS = ("mlflow", "dvc")
-
-
-def start_logged(
-    cmd: list[str], env: dict[str, str], cwd: Path, log: Path
-) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (its whole group can be signalled), output to ``log``."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """SIGTERM the process group, SIGKILL after ``timeout`` s."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def clean_env(work: Path | None = None) -> dict[str, str]:

@@ -39,11 +39,9 @@ from tests.backends.conftest import (
     BIN,
     Stack,
     run_raincast,
-    start_logged,
-    stop_group,
     wait_for,
 )
-from tests.helpers import free_port, http_status, train_small_model
+from tests.helpers import free_port, http_status, start_logged, stop_group, train_small_model
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from tests.helpers import (
     api_command,
     free_port,
     http_status,
-    mlflow_server_command,
     start_logged,
+    start_mlflow_server,
     stop_group,
     train_small_model,
     wait_until,
@@ -98,16 +98,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     env = base_env(work)
     # MLflow 3's server otherwise starts ~8 job-runner processes (~250 MB each).
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    mport = free_port()
-    mlflow = start(
-        mlflow_server_command(settings.tracking_uri, mport), env, work, work / "mlflow-server.log"
-    )
-    wait_until(
-        "mlflow server",
-        lambda: http_status(f"http://127.0.0.1:{mport}/health") == 200,
-        120,
-        work / "mlflow-server.log",
-    )
+    mlflow, mport = start_mlflow_server(settings.tracking_uri, env, work)
     env.update(
         RAINCAST_MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mport}",
         RAINCAST_JWT_SECRET=secrets.token_urlsafe(48),
