@@ -24,8 +24,8 @@ airflow: install ## Airflow standalone on http://127.0.0.1:8080 (DAGs unpaused, 
 
 # Debian packages some tests drive for real (Prometheus, Pushgateway, nginx, Chromium,
 # docker-compose's config parser). Installed when missing and apt-get is available.
-SYSTEM_PKGS := prometheus prometheus-pushgateway nginx-light chromium docker-compose
-SYSTEM_BINS := promtool prometheus-pushgateway nginx chromium docker-compose
+SYSTEM_PKGS := prometheus prometheus-pushgateway nginx-light chromium docker-compose wrk
+SYSTEM_BINS := promtool prometheus-pushgateway nginx chromium docker-compose wrk
 
 system-deps: ## Install the Debian packages the tests use (needs root + apt-get)
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
@@ -60,7 +60,7 @@ format: install ## Apply ruff fixes and formatting
 	$(UV) run --locked ruff check --fix src tests bench dags
 	$(UV) run --locked ruff format src tests bench dags
 
-bench: install ## Benchmarks: quality + timings on ../shared/data, results in bench/results/
+bench: install system-deps ## Benchmarks (quality, timings, serving, ...) on ../shared/data -> bench/results/
 	$(UV) run --locked python -m bench.run
 
 clean: ## Remove runtime state and DVC outputs (var/, data/)

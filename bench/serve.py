@@ -3,8 +3,10 @@
 (a) in-process prediction (the limit), (b) raincast `/predict` behind JWT via `bentoml
 serve`, (c) `mlflow models serve` of the same model version. 1-row requests at
 concurrency 1 and 16 for a fixed duration (req/s, p50, p99, errors), and rows/s with
-10k-row payloads. The load generator (aiohttp, one process) shares the 2 cores with the
-server, as a client on the same box would.
+10k-row payloads. The load generator shares the 2 cores with the servers: `wrk` (C, one
+thread; Debian package wrk) when it is installed, so it takes little of the CPU the servers
+need, else an aiohttp client (one Python process, which costs the servers about a core).
+The same generator measures (b) and (c); the result records which.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +51,62 @@ def _rows(n: int) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))
 
 
-async def _load(
+#: wrk script: POST the body file given after `--` with an optional bearer token; prints
+#: one JSON line of results (latency in microseconds).
+WRK_SCRIPT = r"""
+local body, token
+function init(args)
+  local f = assert(io.open(args[1], "rb")); body = f:read("*a"); f:close()
+  token = args[2]
+end
+function request()
+  local headers = {["Content-Type"] = "application/json"}
+  if token ~= nil and token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  return wrk.format("POST", nil, headers, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "seconds": %f, "p50_us": %f, "p99_us": %f, "errors": %d}\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def load_generator() -> str:
+    return "wrk" if shutil.which("wrk") else "aiohttp"
+
+
+def _load(
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float
+) -> dict[str, Any]:
+    if load_generator() == "aiohttp":
+        return asyncio.run(_load_aiohttp(url, body, headers, concurrency, duration))
+    with tempfile.TemporaryDirectory() as tmp:
+        script, body_file = Path(tmp) / "post.lua", Path(tmp) / "body.json"
+        script.write_text(WRK_SCRIPT)
+        body_file.write_bytes(body)
+        token = headers.get("Authorization", "").removeprefix("Bearer ")
+        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--timeout", "10s"]
+        out = subprocess.run(
+            [*cmd, "-s", str(script), url, "--", str(body_file), token],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "concurrency": concurrency,
+        "requests": res["requests"],
+        "req_per_s": res["requests"] / res["seconds"],
+        "p50_ms": res["p50_us"] / 1000,
+        "p99_ms": res["p99_us"] / 1000,
+        "errors": res["errors"],  # socket errors, timeouts and non-2xx/3xx answers
+    }
+
+
+async def _load_aiohttp(
     url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float
 ) -> dict[str, Any]:
     import aiohttp
@@ -103,7 +162,9 @@ def main() -> dict[str, Any]:
     import pandas as pd
 
     from raincast.serving.auth import UserStore
+    from raincast.serving.matrix import build_matrix_columns
     from raincast.serving.model import ModelHolder
+    from raincast.serving.schemas import validate_columns
     from raincast.settings import Settings
 
     work = Path(tempfile.mkdtemp(prefix="raincast-bench-serve-"))
@@ -111,7 +172,11 @@ def main() -> dict[str, Any]:
     version = train_small_model(settings, STATIONS, n_estimators=200)
     one = _rows(1)
     ten_k = _rows(10_000)
-    out: dict[str, Any] = {"model_version": version, "duration_s": DURATION_S}
+    out: dict[str, Any] = {
+        "model_version": version,
+        "duration_s": DURATION_S,
+        "load_generator": load_generator(),
+    }
 
     # (a) in-process: the same ModelHolder the API uses.
     holder = ModelHolder(settings)
@@ -133,11 +198,18 @@ def main() -> dict[str, Any]:
     frame10k = pd.DataFrame(ten_k)
     t0 = time.perf_counter()
     model.predict(frame10k)
+    pandas_s = time.perf_counter() - t0
+    columns10k = {k: [r.get(k) for r in ten_k] for k in ten_k[0]}
+    # What /predict_batch runs after parsing: validation, the columnar matrix, all cores.
+    matrix_s = per_call_s(
+        lambda: model.predict_matrix(build_matrix_columns(validate_columns(columns10k)))
+    )
     out["in_process"] = {
         "one_row_ms": per_call * 1000,
         "one_row_calls_per_s": 1 / per_call,
         "one_row_ms_pandas_path": per_call_pandas * 1000,
-        "rows_per_s_10k": 10_000 / (time.perf_counter() - t0),
+        "rows_per_s_10k": 10_000 / pandas_s,
+        "rows_per_s_10k_api_batch_path": 10_000 / matrix_s,
     }
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAINCAST_")}
@@ -213,10 +285,8 @@ def main() -> dict[str, Any]:
             ("raincast_api", f"http://127.0.0.1:{port}/predict", b_one, auth),
             ("mlflow_serve", f"http://127.0.0.1:{mport}/invocations", c_one, plain),
         ):
-            asyncio.run(_load(url, body, headers, 4, 2))  # warm-up
-            out[name] = {
-                f"c{c}": asyncio.run(_load(url, body, headers, c, DURATION_S)) for c in (1, 16)
-            }
+            _load(url, body, headers, 4, 2)  # warm-up
+            out[name] = {f"c{c}": _load(url, body, headers, c, DURATION_S) for c in (1, 16)}
         out["raincast_api"]["batch_10k"] = _batch(
             f"http://127.0.0.1:{port}/predict_batch", b_batch, auth, 10_000
         )

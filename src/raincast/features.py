@@ -7,6 +7,8 @@ never depend on which rows happen to be in a batch; missing values stay NaN for 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -99,6 +101,46 @@ _CODES = {
 }
 
 
+_COL = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
+#: Per location code: its state's code, latitude and longitude.
+_BY_LOCATION = np.array(
+    [
+        (_CODES["State"][st.state], st.latitude, st.longitude)
+        for st in (schema.stations()[name] for name in _CODES[schema.LOCATION])
+    ],
+    dtype=np.float64,
+)
+_DIFFERENCES = {
+    "TempRange": ("MaxTemp", "MinTemp"),
+    "HumidityChange": ("Humidity3pm", "Humidity9am"),
+    "PressureChange": ("Pressure3pm", "Pressure9am"),
+    "TempChange": ("Temp3pm", "Temp9am"),
+    "CloudChange": ("Cloud3pm", "Cloud9am"),
+    "WindChange": ("WindSpeed3pm", "WindSpeed9am"),
+}
+
+
+def _derive(x: np.ndarray, day_of_year: np.ndarray) -> np.ndarray:
+    """Fill the derived columns of a matrix whose raw numeric and code columns are set."""
+    x[:, [_COL["State"], _COL["Latitude"], _COL["Longitude"]]] = _BY_LOCATION[
+        x[:, _COL[schema.LOCATION]].astype(int)
+    ]
+    angle = 2 * np.pi * day_of_year / 365.25
+    x[:, _COL["DaySin"]], x[:, _COL["DayCos"]] = np.sin(angle), np.cos(angle)
+    rain = x[:, _COL[schema.RAINFALL]]
+    x[:, _COL["RainTodayFlag"]] = np.where(
+        np.isnan(rain), np.nan, (rain > schema.RAIN_THRESHOLD_MM) * 1.0
+    )
+    for out, (a, b) in _DIFFERENCES.items():
+        x[:, _COL[out]] = x[:, _COL[a]] - x[:, _COL[b]]
+    t, rh = x[:, _COL["Temp3pm"]], np.fmax(x[:, _COL["Humidity3pm"]], 1.0)
+    rh[np.isnan(x[:, _COL["Humidity3pm"]])] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gamma = np.log(rh / 100.0) + 17.62 * t / (243.12 + t)
+        x[:, _COL["DewDepression3pm"]] = t - 243.12 * gamma / (17.62 - gamma)
+    return x
+
+
 def build_matrix(records: list[dict[str, object]]) -> np.ndarray:
     """``build_features`` without pandas, for small online requests: float64 rows in
     ``FEATURE_COLUMNS`` order, categoricals as their category codes (what XGBoost sees),
@@ -107,47 +149,44 @@ def build_matrix(records: list[dict[str, object]]) -> np.ndarray:
     Must stay value-identical to ``build_features`` (tests/model/test_parity.py checks it
     on thousands of real rows and on the predictions to 1e-6).
     """
-    n = len(records)
-    col = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
-    x = np.full((n, len(FEATURE_COLUMNS)), np.nan)
-    stations = schema.stations()
-    doy = np.empty(n)
+    x = np.full((len(records), len(FEATURE_COLUMNS)), np.nan)
+    doy = np.empty(len(records))
     for i, r in enumerate(records):
         row = x[i]
         for c in schema.NUMERIC_COLUMNS:
             v = r.get(c)
             if v is not None:
-                row[col[c]] = v
-        loc = r[schema.LOCATION]
-        st = stations[loc]  # type: ignore[index]
-        row[col[schema.LOCATION]] = _CODES[schema.LOCATION][loc]  # type: ignore[index]
-        row[col["State"]] = _CODES["State"][st.state]
-        row[col["Latitude"]], row[col["Longitude"]] = st.latitude, st.longitude
+                row[_COL[c]] = v
+        row[_COL[schema.LOCATION]] = _CODES[schema.LOCATION][r[schema.LOCATION]]  # type: ignore[index]
         for d in schema.DIRECTION_COLUMNS:
             v = r.get(d)
             if v is not None and v == v:  # None and NaN are missing
-                row[col[d]] = _CODES[d][v]  # type: ignore[index]
+                row[_COL[d]] = _CODES[d][v]  # type: ignore[index]
         day = r[schema.DATE]
         doy[i] = (day if not isinstance(day, str) else pd.Timestamp(day)).timetuple().tm_yday  # type: ignore[union-attr]
-    angle = 2 * np.pi * doy / 365.25
-    x[:, col["DaySin"]], x[:, col["DayCos"]] = np.sin(angle), np.cos(angle)
-    rain = x[:, col[schema.RAINFALL]]
-    x[:, col["RainTodayFlag"]] = np.where(
-        np.isnan(rain), np.nan, (rain > schema.RAIN_THRESHOLD_MM) * 1.0
-    )
-    for out, (a, b) in {
-        "TempRange": ("MaxTemp", "MinTemp"),
-        "HumidityChange": ("Humidity3pm", "Humidity9am"),
-        "PressureChange": ("Pressure3pm", "Pressure9am"),
-        "TempChange": ("Temp3pm", "Temp9am"),
-        "CloudChange": ("Cloud3pm", "Cloud9am"),
-        "WindChange": ("WindSpeed3pm", "WindSpeed9am"),
-    }.items():
-        x[:, col[out]] = x[:, col[a]] - x[:, col[b]]
-    t = x[:, col["Temp3pm"]]
-    rh = np.where(
-        np.isnan(x[:, col["Humidity3pm"]]), np.nan, np.maximum(x[:, col["Humidity3pm"]], 1.0)
-    )
-    gamma = np.log(rh / 100.0) + 17.62 * t / (243.12 + t)
-    x[:, col["DewDepression3pm"]] = t - 243.12 * gamma / (17.62 - gamma)
-    return x
+    return _derive(x, doy)
+
+
+def _codes(values: Any, codes: dict[str, float]) -> np.ndarray:
+    """Category codes of validated values; NaN for missing (None)."""
+    get = codes.get
+    return np.fromiter((get(v, np.nan) for v in values), dtype=np.float64, count=len(values))
+
+
+def build_matrix_columns(columns: dict[str, Any]) -> np.ndarray:
+    """The columnar twin of ``build_matrix``, for large validated batches
+    (`raincast.serving.schemas.validate_columns`: column name -> values, ``Date`` a
+    datetime Series): the same matrix, built column by column in numpy.
+
+    Must stay value-identical to ``build_features`` (tests/serving/test_matrix.py).
+    """
+    dates: pd.Series = columns[schema.DATE]
+    x = np.full((len(dates), len(FEATURE_COLUMNS)), np.nan)
+    for col in schema.NUMERIC_COLUMNS:
+        if col in columns:
+            x[:, _COL[col]] = columns[col]
+    x[:, _COL[schema.LOCATION]] = _codes(columns[schema.LOCATION], _CODES[schema.LOCATION])
+    for col in schema.DIRECTION_COLUMNS:
+        if col in columns:
+            x[:, _COL[col]] = _codes(columns[col], _CODES[col])
+    return _derive(x, dates.dt.dayofyear.to_numpy())

@@ -412,7 +412,7 @@ class JWTMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = _route_path(scope)
+        path = route_path(scope)
         if path == self.token_path:
             await self._login(scope, receive, send)
             return
@@ -502,7 +502,7 @@ class JWTMiddleware:
                 log.exception("on_login callback failed")
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path the router will match (as Starlette does: without ``root_path``)."""
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")

@@ -59,11 +59,9 @@ class LoadedModel:
         """The pipeline's own batch path (pandas features, DMatrix)."""
         return predict_frame(self.booster, raw, self.threshold)
 
-    def predict_batch(self, raw: pd.DataFrame) -> np.ndarray:
-        """P(rain) for a large validated batch: pipeline features, all cores."""
-        from raincast.features import build_features
-
-        return np.asarray(self.batch_booster.inplace_predict(build_features(raw)), dtype=np.float64)
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """P(rain) for a large batch already in model-matrix form, all cores."""
+        return np.asarray(self.batch_booster.inplace_predict(matrix), dtype=np.float64)
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """P(rain) for a few validated rows without pandas (`features.build_matrix`):
@@ -104,7 +102,7 @@ class ModelHolder:
                 model = self._load(version)
                 model.predict(pd.DataFrame([PROBE_ROW]))  # a broken artifact fails here
                 model.predict_records([PROBE_ROW])
-                model.predict_batch(pd.DataFrame([PROBE_ROW]))
+                model.predict_matrix(build_matrix([PROBE_ROW]))
             except Exception as err:
                 self.last_error = f"{type(err).__name__}: {err}"
                 kept = self.current.version if self.current else "none"

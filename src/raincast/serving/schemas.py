@@ -102,10 +102,20 @@ def _error(loc: list[Any], msg: str, kind: str = "value_error") -> dict[str, Any
     return {"loc": loc, "msg": msg, "type": kind}
 
 
-def columnar_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    """Validate a columnar batch vectorised (same rules as ``Observation``) into a frame.
+_NUMBER_TYPES = frozenset({float, int, type(None)})
+_CATEGORIES: dict[str, tuple[str, ...]] = {
+    **{c: schema.COMPASS_POINTS for c in schema.DIRECTION_COLUMNS},
+    schema.RAIN_TODAY: ("Yes", "No"),
+}
 
-    Raises ``InputError`` with the first bad row of every failing column."""
+
+def validate_columns(columns: dict[str, list[Any]]) -> dict[str, Any]:
+    """Validate a columnar batch vectorised (same rules as ``Observation``).
+
+    Returns the batch as arrays: ``Date`` a datetime Series, ``Location`` and the
+    categorical columns object arrays (None for missing), measurements float64 (NaN for
+    missing); absent optional columns are left out. Raises ``InputError`` with the first
+    bad row of every failing column."""
     errors: list[dict[str, Any]] = []
     allowed = set(schema.INPUT_COLUMNS)
     for name in columns:
@@ -123,46 +133,79 @@ def columnar_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
     if n == 0 or n > MAX_BATCH_ROWS:
         raise InputError([_error(["columns"], f"between 1 and {MAX_BATCH_ROWS} rows required")])
 
-    frame: dict[str, Any] = {}
+    out: dict[str, Any] = {}
     dates = pd.to_datetime(
         pd.Series(columns[schema.DATE], dtype=object), format="%Y-%m-%d", errors="coerce"
     )
     bad = np.flatnonzero(dates.isna().to_numpy())
     if bad.size:
         errors.append(_error(["columns", schema.DATE, int(bad[0])], "invalid date (YYYY-MM-DD)"))
-    frame[schema.DATE] = dates.dt.strftime("%Y-%m-%d")
-    loc = pd.Series(columns[schema.LOCATION], dtype=object)
-    bad = np.flatnonzero(~loc.isin(list(schema.stations())).to_numpy())
+    out[schema.DATE] = dates
+    loc = np.array(columns[schema.LOCATION], dtype=object)
+    bad = np.flatnonzero(~_known(loc, _STATIONS))
     if bad.size:
         errors.append(_error(["columns", schema.LOCATION, int(bad[0])], "unknown station"))
-    frame[schema.LOCATION] = loc
+    out[schema.LOCATION] = loc
     for col, (lo, hi) in schema.NUMERIC_RANGES.items():
         if col not in columns:
             continue
-        raw = pd.Series(columns[col], dtype=object)
-        values = pd.to_numeric(raw, errors="coerce").astype("float64")
-        not_number = values.isna() & raw.notna()
-        out_of_range = ~values.isna() & ~values.between(lo, hi)
-        bad = np.flatnonzero((not_number | out_of_range).to_numpy())
+        values, not_number = _numbers(columns[col])
+        with np.errstate(invalid="ignore"):
+            out_of_range = ~np.isnan(values) & ~((values >= lo) & (values <= hi))
+        bad = np.flatnonzero(not_number | out_of_range)
         if bad.size:
             errors.append(
                 _error(["columns", col, int(bad[0])], f"must be a number in [{lo}, {hi}] or null")
             )
-        frame[col] = values
-    categories = {c: schema.COMPASS_POINTS for c in schema.DIRECTION_COLUMNS}
-    categories[schema.RAIN_TODAY] = ("Yes", "No")
-    for col, allowed_values in categories.items():
+        out[col] = values
+    for col, allowed_values in _CATEGORIES.items():
         if col not in columns:
             continue
-        raw = pd.Series(columns[col], dtype=object)
-        bad = np.flatnonzero((raw.notna() & ~raw.isin(allowed_values)).to_numpy())
+        raw = np.array(columns[col], dtype=object)
+        known = _known(raw, frozenset(allowed_values), missing_ok=True)
+        bad = np.flatnonzero(~known & pd.notna(raw))
         if bad.size:
             errors.append(
                 _error(
                     ["columns", col, int(bad[0])], f"must be one of {list(allowed_values)} or null"
                 )
             )
-        frame[col] = raw
+        out[col] = raw
     if errors:
         raise InputError(errors)
-    return pd.DataFrame(frame)
+    return out
+
+
+_STATIONS = frozenset(schema.stations())
+
+
+def _known(raw: np.ndarray, allowed: frozenset[str], missing_ok: bool = False) -> np.ndarray:
+    """Mask of the entries that are one of ``allowed`` (unhashable JSON values are not);
+    with ``missing_ok`` a batch of known values and nulls is all True at C speed."""
+    try:
+        if set(raw) - ({None} if missing_ok else set()) <= allowed:  # the usual case
+            return np.ones(len(raw), dtype=bool)
+    except TypeError:  # a list or an object among the values
+        pass
+    return np.fromiter(
+        (v.__hash__ is not None and v in allowed for v in raw), dtype=bool, count=len(raw)
+    )
+
+
+def _numbers(raw: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values (NaN for missing) and a mask of entries that are not numbers."""
+    if set(map(type, raw)) <= _NUMBER_TYPES:  # plain JSON numbers and nulls: no parsing
+        try:
+            return np.array(raw, dtype=np.float64), np.zeros(len(raw), dtype=bool)
+        except OverflowError:
+            pass
+    series = pd.Series(raw, dtype=object)  # strings, booleans, ...: pandas' coercion rules
+    values = pd.to_numeric(series, errors="coerce").astype("float64")
+    return values.to_numpy(), (values.isna() & series.notna()).to_numpy()
+
+
+def columnar_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """``validate_columns`` as a raw frame (``Date`` as YYYY-MM-DD strings)."""
+    valid = validate_columns(columns)
+    valid[schema.DATE] = valid[schema.DATE].dt.strftime("%Y-%m-%d")
+    return pd.DataFrame(valid)

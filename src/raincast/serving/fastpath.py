@@ -1,0 +1,95 @@
+"""The hot routes answered straight from ASGI, in front of the FastAPI app.
+
+FastAPI's request cycle (dependency solving with a thread-pool hop for the service
+instance, body parsing with the stdlib json, response-model re-validation) costs more than
+a one-row prediction. `FastRoutes` serves ``POST`` to the paths it is given with a plain
+handler ``(body) -> (status, JSON bytes) | None``. A handler that returns None hands the
+request, body replayed, to the FastAPI app, which stays the contract: the OpenAPI docs,
+and every error body (422s with field paths, 503 without a model) come from its routes.
+So handlers only answer what they fully validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+from raincast.serving.auth import route_path
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+#: ``body -> (status, JSON body)``, or None to let the wrapped app answer.
+Handler = Callable[[bytes], Awaitable[tuple[int, bytes] | None]]
+
+_JSON_TYPES = (b"application/json", b"")
+
+
+class FastRoutes:
+    """Pure-ASGI middleware: ``POST`` to a path of ``routes`` goes to its handler first."""
+
+    def __init__(self, app: ASGIApp, routes: Mapping[str, Handler]) -> None:
+        self.app, self.routes = app, dict(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = (
+            self.routes.get(route_path(scope))
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        if handler is None or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
+        answer = await handler(body)
+        if answer is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        status, payload = answer
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _is_json(scope: Scope) -> bool:
+    """No content type or a JSON one: what FastAPI parses as a JSON body."""
+    for key, value in scope.get("headers") or ():
+        if key.lower() == b"content-type":
+            mime = value.split(b";")[0].strip().lower()
+            return mime in _JSON_TYPES or mime.endswith(b"+json")
+    return True
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
