@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -33,6 +34,7 @@ from raincast.serving.auth import (
     JWTMiddleware,
     UserStore,
     UserStoreError,
+    VerifiedTokens,
     issue_token,
     verify_token,
 )
@@ -263,6 +265,37 @@ def test_verify_token_without_token_is_missing(config: AuthConfig) -> None:
     with pytest.raises(AuthError) as info:
         verify_token(config, None)
     assert info.value.reason == "missing"
+
+
+def test_cached_token_still_expires(config: AuthConfig) -> None:
+    config = dataclasses.replace(config, leeway_s=0)
+    now = int(time.time())
+    token = jwt.encode(_claims(iat=now, nbf=now, exp=now + 1), SECRET, "HS256")
+    cache = VerifiedTokens(config)
+    assert cache.verify(token)["sub"] == "alice"
+    assert token in cache._claims  # later calls are hits
+    time.sleep(max(0.0, now + 1.05 - time.time()))
+    with pytest.raises(AuthError) as info:
+        cache.verify(token)
+    assert info.value.reason == "expired"
+    assert token not in cache._claims
+
+
+def test_token_cache_never_keeps_failures_and_stays_bounded(config: AuthConfig) -> None:
+    cache = VerifiedTokens(config, max_entries=2)
+    good = issue_token(config, "alice", "user")
+    forged = good[: good.rindex(".") + 1] + "A" * 43
+    for _ in range(2):
+        with pytest.raises(AuthError) as info:
+            cache.verify(forged)
+        assert info.value.reason == "bad_signature"
+    tokens = [issue_token(config, "alice", "user") for _ in range(3)]
+    for t in tokens:
+        cache.verify(t)
+    assert len(cache._claims) == 2 and tokens[0] not in cache._claims
+    claims = cache.verify(tokens[2])
+    claims["role"] = "admin"  # a handler scribbling on its copy
+    assert cache.verify(tokens[2])["role"] == "user"
 
 
 # --- middleware: happy paths ----------------------------------------------------------------

@@ -373,6 +373,33 @@ def verify_token(config: AuthConfig, token: str | None) -> dict[str, Any]:
     return claims
 
 
+class VerifiedTokens:
+    """The claims of tokens this process has fully verified, so a client reusing its token
+    skips the HMAC and claim parsing (~12 % of a one-row `/predict`).
+
+    Keyed by the exact token string, so any change to header, claims or signature misses.
+    Expiry and not-before are re-checked against the clock (with the same leeway) on every
+    hit; failures are never cached. Bounded: the oldest entry goes first.
+    """
+
+    def __init__(self, config: AuthConfig, max_entries: int = 4096) -> None:
+        self.config, self.max_entries = config, max_entries
+        self._claims: dict[str, dict[str, Any]] = {}
+
+    def verify(self, token: str | None) -> dict[str, Any]:
+        claims = self._claims.get(token) if token else None
+        if claims is not None:
+            now, leeway = time.time(), self.config.leeway_s
+            if claims["exp"] > now - leeway and claims.get("nbf", 0) <= now + leeway:
+                return dict(claims)  # a copy: handlers may annotate their own
+            del self._claims[token]  # type: ignore[arg-type]
+        claims = verify_token(self.config, token)  # raises for anything invalid
+        if len(self._claims) >= self.max_entries:
+            del self._claims[next(iter(self._claims))]
+        self._claims[token] = claims  # type: ignore[index]
+        return dict(claims)
+
+
 # --- middleware -----------------------------------------------------------------------------
 
 
@@ -407,6 +434,7 @@ class JWTMiddleware:
         self.on_login = on_login
         self.token_path = token_path
         self._limiter: anyio.CapacityLimiter | None = None
+        self._tokens = VerifiedTokens(self.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -420,7 +448,7 @@ class JWTMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            claims = verify_token(self.config, _bearer_token(scope))
+            claims = self._tokens.verify(_bearer_token(scope))
         except AuthError as err:
             log.info("auth rejected: reason=%s path=%s", err.reason, path)
             self._notify_failure(err.reason)
