@@ -99,7 +99,9 @@ DEFAULT_ARGS: dict[str, Any] = {
     "owner": OWNER,
     "retries": int(os.environ.get("RAINCAST_TASK_RETRIES", "2")),
     "retry_delay": timedelta(minutes=5),
-    "retry_exponential_backoff": True,
+    # A multiplier in Airflow 3 (True would mean x1, a flat delay): 5 min, 10 min, ...
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(hours=1),
     "execution_timeout": timedelta(minutes=30),
     "on_failure_callback": log_failure,
 }

@@ -7,8 +7,9 @@ champion or it is older than `retrain.max_age_days` (params.yaml, default 30), o
 the run is skipped.
 
 Then one task per DVC stage, each `dvc repro --single-item <stage>` (DVC skips a stage
-whose inputs did not change, so re-running the same data adds no model version), and
-**promote**: champion vs challenger on the same test slice, alias moved only if the rule
+whose inputs did not change, so re-running the same data adds no model version), **push**
+(`dvc push`: data and model outputs reach the DVC remote before a model can be champion),
+and **promote**: champion vs challenger on the same test slice, alias moved only if the rule
 in params.yaml passes. Every task that touches DVC or the registry is in the
 `raincast_dvc` pool (one slot) and the DAG allows one active run.
 """
@@ -80,6 +81,15 @@ with DAG(
                 execution_timeout=timedelta(hours=2 if stage == "train" else 1),
             )
         )
+    # Data and model outputs reach the DVC remote before a model can become champion.
+    tasks.append(
+        raincast_task(
+            "push",
+            ["dvc", "push"],
+            pool=DVC_POOL,
+            execution_timeout=timedelta(minutes=30),
+        )
+    )
     tasks.append(
         raincast_task(
             "promote",

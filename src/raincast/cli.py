@@ -203,7 +203,12 @@ def train() -> None:
         out = stages.train(settings, params)  # type: ignore[arg-type]
     except MlflowException as err:  # e.g. tracking server down: one clear line, exit 1
         uri = settings.tracking_uri  # type: ignore[attr-defined]
-        raise _fail(f"MLflow at {uri} failed, nothing registered: {err}") from err
+        where = (
+            " (uploading to the artifact store behind it, S3 in production)"
+            if "mlflow-artifacts" in str(err)
+            else ""
+        )
+        raise _fail(f"MLflow at {uri}{where} failed, nothing registered: {err}") from err
     val = json.loads((settings.project_dir / stages.METRICS_DIR / "validation.json").read_text())  # type: ignore[attr-defined]
     _record("raincast_model_f1", val["f1"], slice="validation")
     _record("raincast_model_roc_auc", val["roc_auc"], slice="validation")

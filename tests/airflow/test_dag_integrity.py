@@ -55,6 +55,7 @@ def test_house_rules_for_every_dag_and_task(dagbag) -> None:  # type: ignore[no-
             assert task.owner == OWNER, where
             assert task.retries >= 2, where
             assert task.retry_delay >= timedelta(minutes=1), where
+            assert task.retry_exponential_backoff > 1, where  # a multiplier; True is x1
             assert task.execution_timeout is not None, where
             assert task.execution_timeout <= timedelta(hours=2), where
             assert task.on_failure_callback, where
@@ -104,7 +105,7 @@ def test_retrain_tasks_follow_the_dvc_stages_and_share_one_pool(dagbag) -> None:
     dag = dagbag.dags["weather_retrain"]
     stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
     ids = [t.task_id for t in dag.topological_sort()]
-    assert ids == ["due", *stages, "promote"]
+    assert ids == ["due", *stages, "push", "promote"]
     for task in dag.tasks:
         if task.task_id != "due":
             assert task.pool == "raincast_dvc", task.task_id

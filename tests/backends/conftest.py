@@ -4,6 +4,8 @@ server on PostgreSQL with its artifacts in S3. Free ports, temp dirs, stopped by
 Session scope: one of each for the whole package. Tests isolate themselves with a fresh
 database (``Stack.new_db``) and their own registered-model name (``RAINCAST_MODEL_NAME``).
 A test that stops the MLflow server restarts it (same port, same backend) before it ends.
+The MLflow server reaches S3 through a relay (``MlflowServer.s3_relay``) that a test can
+cut to make the artifact store unreachable without losing moto's in-memory buckets.
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.backends.tcp_proxy import TcpProxy
 from tests.helpers import free_port, http_status, start_logged, stop_group, wait_until
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+DVC = str(BIN / "dvc")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER, PG_PASSWORD = "raincast", "raincast-test-pw"
 S3_ENV = {
@@ -168,6 +175,10 @@ def postgres() -> Iterator[Postgres]:
 class S3:
     endpoint: str
 
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
     def client(self):  # type: ignore[no-untyped-def]
         import boto3
 
@@ -214,6 +225,8 @@ class MlflowServer:
     backend: str
     s3: S3
     root: Path
+    #: The server's way to S3: cut it to make the artifact store unreachable.
+    s3_relay: TcpProxy
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -227,7 +240,7 @@ class MlflowServer:
 
     def start(self, timeout: float = 180) -> None:
         env = clean_env()
-        env.update(S3_ENV, MLFLOW_S3_ENDPOINT_URL=self.s3.endpoint)
+        env.update(S3_ENV, MLFLOW_S3_ENDPOINT_URL=self.s3_relay.url)
         self.proc = start_logged(
             [
                 str(BIN / "mlflow"),
@@ -272,12 +285,15 @@ def mlflow_server(postgres: Postgres, s3: S3) -> Iterator[MlflowServer]:
     if not (BIN / "mlflow").exists():
         pytest.skip(f"no mlflow executable in {BIN}")
     root = Path(tempfile.mkdtemp(prefix="raincast-mlflow-"))
-    server = MlflowServer(postgres.create_db("mlflow"), s3, root)
+    relay = TcpProxy(s3.port)
+    relay.up()
+    server = MlflowServer(postgres.create_db("mlflow"), s3, root, relay)
     try:
         server.start()
         yield server
     finally:
         server.stop()
+        relay.down()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -320,10 +336,15 @@ def stack(postgres: Postgres, s3: S3, mlflow_server: MlflowServer) -> Iterator[S
 
 @pytest.fixture
 def registry_up(stack: Stack) -> Iterator[Stack]:
-    """The stack, with the MLflow server guaranteed running before and after the test."""
-    if not stack.mlflow.running:
-        stack.mlflow.start()
+    """The stack, with the MLflow server (and its way to S3) guaranteed up before and after
+    the test."""
+    _restore(stack)
     yield stack
+    _restore(stack)
+
+
+def _restore(stack: Stack) -> None:
+    stack.mlflow.s3_relay.up()
     if not stack.mlflow.running:
         stack.mlflow.start()
 
@@ -353,3 +374,32 @@ def wait_for(what: str, probe: object, timeout: float) -> None:
             last = err
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} ({last})")
+
+
+# --- a project for `raincast run` ----------------------------------------------------------
+
+#: Stations and last day of the replay file of ``make_project``.
+STATIONS = ["Sydney", "Perth", "Darwin", "Hobart"]
+LAST = date(2016, 12, 31)
+
+
+def make_project(work: Path, s3_endpoint: str, dvc_prefix: str) -> Path:
+    """The repo's dvc.yaml, params (small model) and code, a new DVC repo with an S3 remote,
+    and a replay file from the seeded generator."""
+    from raincast.sources.synthetic import SyntheticSource
+
+    shutil.copy(REPO / "dvc.yaml", work)
+    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["xgb"].update(n_estimators=60, learning_rate=0.2, max_depth=4, n_jobs=1)
+    params["train"]["early_stopping_rounds"] = 10
+    params["split"].update(test_days=120, validation_days=120)
+    params["drift"]["reference_rows"] = 2000
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run = {"cwd": work, "check": True, "timeout": 60}
+    subprocess.run([DVC, "init", "--no-scm", "-q"], **run)  # type: ignore[call-overload]
+    subprocess.run([DVC, "remote", "add", "-d", "s3", f"s3://dvc/{dvc_prefix}"], **run)  # type: ignore[call-overload]
+    subprocess.run([DVC, "remote", "modify", "s3", "endpointurl", s3_endpoint], **run)  # type: ignore[call-overload]
+    rows = SyntheticSource(seed=7, stations=STATIONS).fetch(date(2015, 1, 1), LAST)
+    rows.to_csv(work / "replay.csv", index=False, na_rep="NA")
+    return work

@@ -5,46 +5,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from mlflow import MlflowClient
 
 from raincast.data import store
-from raincast.sources.synthetic import SyntheticSource
-from tests.backends.conftest import Stack, run_raincast
+from tests.backends.conftest import DVC, LAST, STATIONS, Stack, make_project, run_raincast
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[2]
-DVC = str(Path(sys.executable).parent / "dvc")
-STATIONS = ["Sydney", "Perth", "Darwin", "Hobart"]
-LAST = date(2016, 12, 31)
 MODEL = "rain-stack"
-
-
-def make_project(work: Path, s3_endpoint: str, dvc_prefix: str) -> Path:
-    """The repo's dvc.yaml, params (small model) and code, a new DVC repo with an S3 remote,
-    and a replay file from the seeded generator."""
-    shutil.copy(REPO / "dvc.yaml", work)
-    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["xgb"].update(n_estimators=60, learning_rate=0.2, max_depth=4, n_jobs=1)
-    params["train"]["early_stopping_rounds"] = 10
-    params["split"].update(test_days=120, validation_days=120)
-    params["drift"]["reference_rows"] = 2000
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    run = {"cwd": work, "check": True, "timeout": 60}
-    subprocess.run([DVC, "init", "--no-scm", "-q"], **run)  # type: ignore[call-overload]
-    subprocess.run([DVC, "remote", "add", "-d", "s3", f"s3://dvc/{dvc_prefix}"], **run)  # type: ignore[call-overload]
-    subprocess.run([DVC, "remote", "modify", "s3", "endpointurl", s3_endpoint], **run)  # type: ignore[call-overload]
-    rows = SyntheticSource(seed=7, stations=STATIONS).fetch(date(2015, 1, 1), LAST)
-    rows.to_csv(work / "replay.csv", index=False, na_rep="NA")
-    return work
 
 
 @pytest.fixture(scope="module")
