@@ -161,8 +161,8 @@ def _batch(url: str, body: bytes, headers: dict[str, str], rows: int, n: int = 5
 def main() -> dict[str, Any]:
     import pandas as pd
 
+    from raincast.features import build_matrix_columns
     from raincast.serving.auth import UserStore
-    from raincast.serving.matrix import build_matrix_columns
     from raincast.serving.model import ModelHolder
     from raincast.serving.schemas import validate_columns
     from raincast.settings import Settings

@@ -82,20 +82,8 @@ with DAG(
             )
         )
     # Data and model outputs reach the DVC remote before a model can become champion.
-    tasks.append(
-        raincast_task(
-            "push",
-            ["dvc", "push"],
-            pool=DVC_POOL,
-            execution_timeout=timedelta(minutes=30),
+    for task_id, command in (("push", ["dvc", "push"]), ("promote", ["raincast", "promote"])):
+        tasks.append(
+            raincast_task(task_id, command, pool=DVC_POOL, execution_timeout=timedelta(minutes=30))
         )
-    )
-    tasks.append(
-        raincast_task(
-            "promote",
-            ["raincast", "promote"],
-            pool=DVC_POOL,
-            execution_timeout=timedelta(minutes=30),
-        )
-    )
     chain(*tasks)

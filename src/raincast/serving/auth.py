@@ -607,7 +607,16 @@ async def _send_json(
     body: Mapping[str, object],
     headers: builtins.list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    await send_json_bytes(send, status, json.dumps(body, separators=(",", ":")).encode(), headers)
+
+
+async def send_json_bytes(
+    send: Send,
+    status: int,
+    payload: bytes,
+    headers: builtins.list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answer an ASGI request with an already-encoded JSON body."""
     await send(
         {
             "type": "http.response.start",

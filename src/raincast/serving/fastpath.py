@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
-from raincast.serving.auth import route_path
+from raincast.serving.auth import route_path, send_json_bytes
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,18 +48,7 @@ class FastRoutes:
         if answer is None:
             await self.app(scope, _replay(body, receive), send)
             return
-        status, payload = answer
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json_bytes(send, *answer)
 
 
 def _is_json(scope: Scope) -> bool:
