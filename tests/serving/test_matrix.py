@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from raincast.features import FEATURE_COLUMNS, build_features, build_matrix_columns
-from raincast.serving.schemas import InputError, columnar_frame, validate_columns
+from raincast.serving.schemas import InputError, validate_columns
 from tests.helpers import labelled_rows
 
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart", "AliceSprings", "Albany")
@@ -22,6 +22,13 @@ def _columns(n: int) -> dict[str, list[Any]]:
     frame = labelled_rows(STATIONS, 11, date(2020, 1, 1), date(2021, 12, 31)).head(n)
     records = json.loads(frame.drop(columns=["RainTomorrow", "source"]).to_json(orient="records"))
     return {k: [r.get(k) for r in records] for k in records[0]}
+
+
+def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """The validated batch as raw weatherAUS rows (``Date`` as YYYY-MM-DD strings)."""
+    valid = validate_columns(columns)
+    valid["Date"] = valid["Date"].dt.strftime("%Y-%m-%d")
+    return pd.DataFrame(valid)
 
 
 def _as_matrix(features: pd.DataFrame) -> np.ndarray:
@@ -43,7 +50,7 @@ def test_columnar_matrix_equals_build_features() -> None:
     columns["Humidity3pm"][50:60] = [None] * 10
     columns["Rainfall"][60] = 0  # an int, as JSON may send it
     del columns["Sunshine"]  # absent columns are all-missing
-    expected = _as_matrix(build_features(columnar_frame(columns)))
+    expected = _as_matrix(build_features(_frame(columns)))
     got = build_matrix_columns(validate_columns(columns))
     assert got.shape == (3000, len(FEATURE_COLUMNS))
     np.testing.assert_array_equal(got, expected)

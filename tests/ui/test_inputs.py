@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from raincast import schema
-from raincast.serving.schemas import Observation, columnar_frame
+from raincast.serving.schemas import Observation, validate_columns
 from raincast.ui.batch import UploadError, read_upload, to_columns, with_predictions
 from raincast.ui.client import BatchResult
 from raincast.ui.defaults import mean_temperature, typical_inputs
@@ -59,7 +59,7 @@ def test_read_upload_drops_the_label_and_unknown_columns_and_keeps_na_missing() 
         "WindGustDir": [None, "SSE"],
         "RainToday": ["No", "Yes"],
     }
-    assert len(columnar_frame(columns)) == 2  # the API accepts the payload
+    assert len(validate_columns(columns)["Date"]) == 2  # the API accepts the payload
 
 
 @pytest.mark.parametrize(
@@ -95,4 +95,4 @@ def test_the_real_weatheraus_file_uploads_as_is(shared_data: Path) -> None:
         head = b"".join(f.readline() for _ in range(501))
     frame, ignored = read_upload(head)
     assert ignored == ["RainTomorrow"] and len(frame) == 500
-    assert len(columnar_frame(to_columns(frame))) == 500
+    assert len(validate_columns(to_columns(frame))["Date"]) == 500

@@ -103,6 +103,7 @@ def _error(loc: list[Any], msg: str, kind: str = "value_error") -> dict[str, Any
 
 
 _NUMBER_TYPES = frozenset({float, int, type(None)})
+_STATIONS = frozenset(schema.stations())
 _CATEGORIES: dict[str, tuple[str, ...]] = {
     **{c: schema.COMPASS_POINTS for c in schema.DIRECTION_COLUMNS},
     schema.RAIN_TODAY: ("Yes", "No"),
@@ -176,9 +177,6 @@ def validate_columns(columns: dict[str, list[Any]]) -> dict[str, Any]:
     return out
 
 
-_STATIONS = frozenset(schema.stations())
-
-
 def _known(raw: np.ndarray, allowed: frozenset[str], missing_ok: bool = False) -> np.ndarray:
     """Mask of the entries that are one of ``allowed`` (unhashable JSON values are not);
     with ``missing_ok`` a batch of known values and nulls is all True at C speed."""
@@ -202,10 +200,3 @@ def _numbers(raw: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     series = pd.Series(raw, dtype=object)  # strings, booleans, ...: pandas' coercion rules
     values = pd.to_numeric(series, errors="coerce").astype("float64")
     return values.to_numpy(), (values.isna() & series.notna()).to_numpy()
-
-
-def columnar_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    """``validate_columns`` as a raw frame (``Date`` as YYYY-MM-DD strings)."""
-    valid = validate_columns(columns)
-    valid[schema.DATE] = valid[schema.DATE].dt.strftime("%Y-%m-%d")
-    return pd.DataFrame(valid)
