@@ -36,6 +36,7 @@ from raincast.serving import metrics
 from raincast.serving.auth import PUBLIC_PATHS, AuthConfig, JWTMiddleware
 from raincast.serving.fastpath import FastRoutes
 from raincast.serving.model import LoadedModel, ModelHolder
+from raincast.serving.runtime import patch_bentoml_timeout, settle_worker
 from raincast.serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -90,6 +91,7 @@ def _json_logs() -> None:
 
 
 _json_logs()
+patch_bentoml_timeout()  # before BentoML builds the app; see raincast.serving.runtime
 
 app = FastAPI(
     title="raincast",
@@ -175,6 +177,7 @@ class RainService:
         self._observe_model()
         if POLL_INTERVAL_S > 0:
             self.holder.start_polling(POLL_INTERVAL_S)
+        settle_worker()  # the start-up heap out of every later full GC
 
     def __is_ready__(self) -> bool:
         return self.holder.current is not None

@@ -1,0 +1,114 @@
+"""The API worker's GC settings and the fixed BentoML request timer (raincast.serving.runtime)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+from raincast.serving import runtime
+
+
+@pytest.fixture
+def patched() -> Iterator[None]:
+    original = TimeoutMiddleware.__call__
+    assert runtime.patch_bentoml_timeout()
+    yield
+    TimeoutMiddleware.__call__ = original  # type: ignore[method-assign]
+
+
+async def _ok_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _slow_app(scope: Any, receive: Any, send: Any) -> None:
+    await asyncio.sleep(5)
+    await _ok_app(scope, receive, send)
+
+
+async def _call(middleware: Any) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await middleware({"type": "http", "method": "GET", "path": "/"}, receive, send)
+    return sent
+
+
+def _live_timers(loop: asyncio.AbstractEventLoop) -> int:
+    return sum(not h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
+
+
+def test_finished_requests_leave_no_timer_behind(patched: None) -> None:
+    async def scenario() -> tuple[int, list[dict[str, Any]]]:
+        middleware = TimeoutMiddleware(_ok_app, timeout=60)
+        last: list[dict[str, Any]] = []
+        for _ in range(200):
+            last = await _call(middleware)
+        return _live_timers(asyncio.get_running_loop()), last
+
+    live, sent = asyncio.run(scenario())
+    assert live == 0  # BentoML 1.4.39 unpatched leaves 200 timers alive for 60 s
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [200]
+
+
+def test_unpatched_middleware_keeps_one_timer_per_request() -> None:
+    """The bug being fixed, shown on the original method (guards against an upstream fix
+    making the patch pointless, and against the test above passing vacuously)."""
+    original = getattr(TimeoutMiddleware, "unpatched_call", TimeoutMiddleware.__call__)
+    assert original is not runtime._timeout_call
+    unpatched = type("Unpatched", (TimeoutMiddleware,), {"__call__": original})
+
+    async def scenario() -> int:
+        middleware = unpatched(_ok_app, timeout=60)
+        for _ in range(50):
+            await _call(middleware)
+        return _live_timers(asyncio.get_running_loop())
+
+    assert asyncio.run(scenario()) == 50
+
+
+def test_slow_request_still_gets_504_after_the_timeout(patched: None) -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], int]:
+        sent = await _call(TimeoutMiddleware(_slow_app, timeout=0.05))
+        await asyncio.sleep(0.01)  # the cancelled app unwinds (its own sleep timer goes)
+        return sent, _live_timers(asyncio.get_running_loop())
+
+    sent, live = asyncio.run(scenario())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 504
+    assert b"Not able to process the request in 0.05 seconds" in body
+    assert live == 0
+
+
+def test_patch_is_skipped_with_a_warning_when_bentoml_changed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = TimeoutMiddleware.__call__
+    monkeypatch.delattr(TimeoutMiddleware, "_set_timer_out")
+    with caplog.at_level(logging.WARNING, logger="raincast.serving"):
+        assert runtime.patch_bentoml_timeout() is False
+    assert TimeoutMiddleware.__call__ is original
+    assert "request timers stay uncancelled" in caplog.text
+
+
+def test_settle_worker_freezes_the_start_up_heap() -> None:
+    kept = [object() for _ in range(10)]
+    try:
+        runtime.settle_worker()
+        assert gc.get_freeze_count() > 1000  # pytest + bentoml's imports, at least
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    del kept
