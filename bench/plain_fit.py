@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from raincast import schema
 from raincast.features import build_features, label_vector
-from raincast.models.train import booster_params
+from raincast.models.train import booster_params, quantile_matrix
 from raincast.params import load_params
 from raincast.split import split_by_time
 
@@ -30,9 +30,7 @@ def main(csv: str, params_file: str = "params.yaml") -> dict[str, float]:
     df = df[df[schema.RAIN_TOMORROW].notna()]
     train, val, test, _ = split_by_time(df, params.split)
     native, rounds = booster_params(params.train)
-    dtrain = xgb.QuantileDMatrix(
-        build_features(train), label_vector(train), enable_categorical=True
-    )
+    dtrain = quantile_matrix(train, native)
     dval = xgb.DMatrix(build_features(val), label_vector(val), enable_categorical=True)
     booster = xgb.train(
         native,
@@ -46,7 +44,7 @@ def main(csv: str, params_file: str = "params.yaml") -> dict[str, float]:
         both = pd.concat([train, val])
         booster = xgb.train(
             native,
-            xgb.QuantileDMatrix(build_features(both), label_vector(both), enable_categorical=True),
+            quantile_matrix(both, native),
             round((booster.best_iteration + 1) * params.train.refit_rounds_factor),
         )
     p = booster.predict(xgb.DMatrix(build_features(test), enable_categorical=True))

@@ -158,3 +158,17 @@ def test_best_f1_threshold_on_a_tiny_example() -> None:
     threshold, f1 = best_f1_threshold(y, p)
     assert threshold == pytest.approx(0.35)  # catches every rain day, one false alarm
     assert f1 == pytest.approx(2 * 0.75 * 1.0 / 1.75)
+
+
+@pytest.mark.parametrize("max_bin", [32, 1024])
+def test_max_bin_from_params_reaches_the_training_matrix(trained: Trained, max_bin: int) -> None:
+    """A non-default ``max_bin`` in params.yaml trains (the quantile matrix is binned the same
+    way as the booster; before, XGBoost stopped with "Inconsistent `max_bin`"), refit too."""
+    params = PARAMS.model_copy(
+        update={"xgb": {**PARAMS.xgb, "max_bin": max_bin}, "refit_rounds_factor": 1.1}
+    )
+    model = fit(trained.train, trained.validation, params)
+    config = model.booster.save_config()
+    assert f'"max_bin":"{max_bin}"' in config
+    p = predict_proba(model.booster, trained.test)
+    assert classification_metrics(label_vector(trained.test), p, model.threshold)["roc_auc"] > 0.8

@@ -49,6 +49,17 @@ def booster_params(params: TrainParams) -> tuple[dict[str, Any], int]:
     return native, rounds
 
 
+def quantile_matrix(frame: pd.DataFrame, native: dict[str, Any]) -> xgb.QuantileDMatrix:
+    """Training matrix of labelled raw rows, binned with the booster's ``max_bin`` (XGBoost
+    refuses to train when the matrix and the booster disagree on it)."""
+    return xgb.QuantileDMatrix(
+        build_features(frame),
+        label_vector(frame),
+        enable_categorical=True,
+        max_bin=int(native.get("max_bin", 256)),
+    )
+
+
 def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     """Threshold maximising F1 on (y, p), and that F1."""
     precision, recall, thresholds = precision_recall_curve(y, p)
@@ -60,9 +71,7 @@ def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
 def fit(train: pd.DataFrame, validation: pd.DataFrame, params: TrainParams) -> FittedModel:
     """Fit on ``train`` with early stopping and threshold tuning on ``validation``."""
     native, rounds = booster_params(params)
-    dtrain = xgb.QuantileDMatrix(
-        build_features(train), label_vector(train), enable_categorical=True
-    )
+    dtrain = quantile_matrix(train, native)
     dval = xgb.DMatrix(
         build_features(validation), label_vector(validation), enable_categorical=True
     )
@@ -84,9 +93,7 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, params: TrainParams) -> F
         # year to the trees, with the round count early stopping found (scaled for more rows).
         both = pd.concat([train, validation], ignore_index=True)
         del dtrain
-        dall = xgb.QuantileDMatrix(
-            build_features(both), label_vector(both), enable_categorical=True
-        )
+        dall = quantile_matrix(both, native)
         rounds = max(1, round((best + 1) * params.refit_rounds_factor))
         booster = xgb.train(native, dall, num_boost_round=rounds, verbose_eval=False)
     return FittedModel(booster, threshold, best, f1, p_val, rounds)
