@@ -46,7 +46,7 @@ class FastRoutes:
             return
         answer = await handler(body)
         if answer is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         await send_json_bytes(send, *answer)
 
@@ -71,7 +71,8 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``body`` (already read) once, then the real messages."""
     sent = False
 
     async def replay() -> Message:

@@ -33,8 +33,8 @@ from pydantic import ValidationError
 from raincast.features import build_matrix_columns
 from raincast.monitoring.jobs import JsonFormatter
 from raincast.serving import metrics
-from raincast.serving.auth import PUBLIC_PATHS, AuthConfig, JWTMiddleware
-from raincast.serving.fastpath import FastRoutes
+from raincast.serving.auth import PUBLIC_PATHS, AuthConfig, JWTMiddleware, send_json_bytes
+from raincast.serving.fastpath import FastRoutes, replay_body
 from raincast.serving.model import LoadedModel, ModelHolder
 from raincast.serving.runtime import patch_bentoml_timeout, settle_worker
 from raincast.serving.schemas import (
@@ -74,8 +74,7 @@ TRACING: dict[str, Any] = (
     }
     if OTLP_ENDPOINT
     # No exporter: keep BentoML's OpenTelemetry middleware out of the request path (it
-    # still builds a span per request at sample rate 0, ~17 % of a /predict, and its
-    # traffic timer keeps that span alive for the whole request timeout).
+    # still builds a span per request at sample rate 0, ~17 % of a /predict).
     else {"sample_rate": 0.0, "excluded_urls": [".*"]}
 )
 
@@ -131,32 +130,12 @@ class BodyLimitMiddleware:
             if size > self.max_bytes:
                 await _too_large(send, self.max_bytes)
                 return
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
 
 async def _too_large(send: Any, limit: int) -> None:
     body = b'{"detail":"request body too large (limit %d bytes)"}' % limit
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json_bytes(send, 413, body)
 
 
 @bentoml.asgi_app(app, path="/")
