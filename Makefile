@@ -7,7 +7,7 @@ export UV_LINK_MODE ?= copy
 # (with PYTHONDONTWRITEBYTECODE set, every process recompiles MLflow & co, ~3 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install system-deps run airflow up down ui test test-fast lint format bench clean
+.PHONY: help install system-deps stack-deps run airflow up down ui test test-fast test-stack lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,21 @@ system-deps: ## Install the Debian packages the tests use (needs root + apt-get)
 	  else echo "warning: missing$$missing (tests that need them will skip)"; fi; \
 	fi
 
+# What `make test-stack` needs to run the compose stack for real: a Docker engine (started
+# by the test when none runs, and stopped again), docker-compose, and debootstrap for the
+# stand-in base image (no image registry is assumed reachable).
+STACK_PKGS := docker.io docker-compose debootstrap
+STACK_BINS := dockerd docker-compose debootstrap
+
+stack-deps: ## Install Docker engine, docker-compose and debootstrap (needs root + apt-get)
+	@missing=""; for b in $(STACK_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(STACK_PKGS) >/dev/null; \
+	  else echo "error: missing$$missing and no root apt-get to install them" >&2; exit 1; fi; \
+	fi
+
 up: install ## Whole system on one machine, no Docker (MLflow, Airflow, API, UI, Prometheus)
 	$(UV) run --locked raincast up
 
@@ -47,6 +62,9 @@ ui: install ## Streamlit demo UI on http://127.0.0.1:8501 (API at RAINCAST_API_U
 
 test: install system-deps ## Run the whole test suite
 	$(UV) run --locked pytest
+
+test-stack: install stack-deps ## The compose stack in containers: build, up, daily loop, faults, teardown
+	RAINCAST_STACK_TESTS=1 $(UV) run --locked pytest tests/stack -p no:cacheprovider -o timeout=3600
 
 test-fast: install ## Unit tests only
 	$(UV) run --locked pytest tests/unit tests/data tests/model -q
@@ -60,7 +78,7 @@ format: install ## Apply ruff fixes and formatting
 	$(UV) run --locked ruff check --fix src tests bench dags
 	$(UV) run --locked ruff format src tests bench dags
 
-bench: install system-deps ## Benchmarks (quality, timings, serving, ...) on ../shared/data -> bench/results/
+bench: install system-deps stack-deps ## Benchmarks (quality, timings, serving, stack, ...) on ../shared/data -> bench/results/
 	$(UV) run --locked python -m bench.run
 
 clean: ## Remove runtime state and DVC outputs (var/, data/)

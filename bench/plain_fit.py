@@ -17,8 +17,8 @@ import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
 from raincast import schema
-from raincast.features import build_features, label_vector
-from raincast.models.train import booster_params, quantile_matrix
+from raincast.features import label_vector
+from raincast.models.train import booster_params, dmatrix, quantile_matrix
 from raincast.params import load_params
 from raincast.split import split_by_time
 
@@ -31,7 +31,7 @@ def main(csv: str, params_file: str = "params.yaml") -> dict[str, float]:
     train, val, test, _ = split_by_time(df, params.split)
     native, rounds = booster_params(params.train)
     dtrain = quantile_matrix(train, native)
-    dval = xgb.DMatrix(build_features(val), label_vector(val), enable_categorical=True)
+    dval = dmatrix(val, labelled=True)
     booster = xgb.train(
         native,
         dtrain,
@@ -47,7 +47,7 @@ def main(csv: str, params_file: str = "params.yaml") -> dict[str, float]:
             quantile_matrix(both, native),
             round((booster.best_iteration + 1) * params.train.refit_rounds_factor),
         )
-    p = booster.predict(xgb.DMatrix(build_features(test), enable_categorical=True))
+    p = booster.predict(dmatrix(test))
     return {
         "seconds": time.perf_counter() - t0,
         "roc_auc": float(roc_auc_score(label_vector(test), p)),

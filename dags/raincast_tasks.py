@@ -6,7 +6,8 @@
   command in the project directory with the project's environment on PATH;
 * in docker mode (`RAINCAST_TASK_RUNNER=docker`, the compose deployment): a DockerOperator
   running the same command in the trainer image, with the project checkout and the data
-  volume mounted, on the compose network, secrets passed as `private_environment`.
+  volume mounted, on the compose network, secrets passed as `private_environment`, a
+  memory limit, and a label naming the stack (so a stack's leftovers can be found).
 
 Same task ids, same commands in both modes. Only light imports here: this module is
 imported every time the DAG processor parses the folder.
@@ -46,6 +47,11 @@ OBSERVATION_DAY = (
 )
 #: Exit code with which a command asks Airflow to mark its task skipped.
 SKIP_EXIT_CODE = 99
+#: Where docker tasks see RAINCAST_HOST_SOURCES_DIR (read-only): csv/replay source files,
+#: e.g. RAINCAST_SOURCE=replay:/srv/raincast/sources/weatherAUS.csv.gz.
+SOURCES_MOUNT = "/srv/raincast/sources"
+#: Label on every docker task container: the stack (compose project) that started it.
+STACK_LABEL = "io.raincast.stack"
 
 PROJECT_DIR = Path(os.environ.get("RAINCAST_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 
@@ -98,7 +104,8 @@ def schedule_setting(variable: str, default: str) -> str | None:
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": OWNER,
     "retries": int(os.environ.get("RAINCAST_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=5),
+    # 5 min by default; RAINCAST_TASK_RETRY_DELAY_S shortens it (e.g. the stack test).
+    "retry_delay": timedelta(seconds=int(os.environ.get("RAINCAST_TASK_RETRY_DELAY_S", "300"))),
     # A multiplier in Airflow 3 (True would mean x1, a flat delay): 5 min, 10 min, ...
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(hours=1),
@@ -148,23 +155,33 @@ def _docker_task(
         )
     public = {k: os.environ[k] for k in PUBLIC_ENV if os.environ.get(k)}
     secret = {k: os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
+    mounts = [
+        Mount(target="/app", source=host_project, type="bind"),
+        Mount(
+            target="/app/data",
+            source=os.environ.get("RAINCAST_DATA_VOLUME", "raincast_data"),
+            type="volume",
+        ),
+    ]
+    if sources := os.environ.get("RAINCAST_HOST_SOURCES_DIR"):
+        mounts.append(Mount(target=SOURCES_MOUNT, source=sources, type="bind", read_only=True))
     return DockerOperator(
         task_id=task_id,
         image=os.environ.get("RAINCAST_TRAINER_IMAGE", "raincast-trainer:latest"),
         command=command,
         working_dir="/app",
-        mounts=[
-            Mount(target="/app", source=host_project, type="bind"),
-            Mount(
-                target="/app/data",
-                source=os.environ.get("RAINCAST_DATA_VOLUME", "raincast-data"),
-                type="volume",
-            ),
-        ],
-        network_mode=os.environ.get("RAINCAST_DOCKER_NETWORK", "raincast"),
+        mounts=mounts,
+        network_mode=os.environ.get("RAINCAST_DOCKER_NETWORK", "raincast_raincast"),
         docker_url=os.environ.get("RAINCAST_DOCKER_URL", "unix://var/run/docker.sock"),
         environment={**public, **env},
         private_environment=secret,
+        # A runaway step is killed by the kernel, not the host: 4 GiB fits a 145k-row
+        # retrain several times over (peak RSS ~0.7 GiB).
+        mem_limit=os.environ.get("RAINCAST_TASK_MEMORY", "4g"),
+        labels={
+            STACK_LABEL: os.environ.get("RAINCAST_TASK_LABEL", "raincast"),
+            "io.raincast.task": task_id,
+        },
         mount_tmp_dir=False,
         auto_remove="success",
         skip_on_exit_code=SKIP_EXIT_CODE,

@@ -4,6 +4,9 @@ Daily at 00:00 Australia/Sydney for the day that just ended (logical date D):
 
 1. **fetch**: `raincast fetch --date D` from `$RAINCAST_SOURCE` (default `openmeteo`)
    into the landing area. No fallback: an unreachable source fails the task (and retries).
+   On an empty store it fetches the history before D too (param `load_history`, on by
+   default): how a fresh deployment bootstraps. csv/replay sources load every earlier row,
+   Open-Meteo `history.openmeteo_days` of params.yaml from its archive endpoint.
 2. **validate**: `raincast validate --date D` loads good rows into the raw store,
    quarantines bad ones with a reason, and fails when more than
    `validate.max_invalid_share` of the batch is bad.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 from assets import OBSERVATIONS
 from raincast_tasks import (
@@ -46,6 +49,13 @@ with DAG(
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["raincast", "data"],
+    params={
+        "load_history": Param(
+            True,
+            type="boolean",
+            description="On an empty store, fetch the history before the logical date too.",
+        )
+    },
 ):
     fetch = raincast_task(
         "fetch",
@@ -56,6 +66,8 @@ with DAG(
             OBSERVATION_DAY,
             "--source",
             os.environ.get("RAINCAST_SOURCE", "openmeteo"),
+            # (double quotes only in Jinja: the local runner single-quotes each argument)
+            '{{ "--history-if-empty" if params.load_history else "--no-history-if-empty" }}',
         ],
         execution_timeout=timedelta(minutes=20),
     )

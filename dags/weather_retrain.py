@@ -6,9 +6,10 @@ Asset-triggered or manual run through; a time-triggered run goes on only when th
 champion or it is older than `retrain.max_age_days` (params.yaml, default 30), otherwise
 the run is skipped.
 
-Then one task per DVC stage, each `dvc repro --single-item <stage>` (DVC skips a stage
+Then one task per DVC stage, each `raincast dvc repro --single-item <stage>` (`dvc repro`
+after dropping run-locks a killed task container left behind; DVC skips a stage
 whose inputs did not change, so re-running the same data adds no model version), **push**
-(`dvc push`: data and model outputs reach the DVC remote before a model can be champion),
+(`raincast dvc push`: data and model outputs reach the DVC remote before a model can be champion),
 and **promote**: champion vs challenger on the same test slice, alias moved only if the rule
 in params.yaml passes. Every task that touches DVC or the registry is in the
 `raincast_dvc` pool (one slot) and the DAG allows one active run.
@@ -25,25 +26,16 @@ from assets import OBSERVATIONS
 from raincast_tasks import (
     DEFAULT_ARGS,
     DVC_POOL,
-    PROJECT_DIR,
     START_DATE,
     TIMEZONE,
     raincast_task,
     schedule_setting,
 )
 
-#: The retrain tasks, in dvc.yaml order (drift joins when dvc.yaml defines it).
+#: The retrain tasks: the stages of dvc.yaml, in its order. A constant, not read from
+#: dvc.yaml at parse time (the DAG processor's image has no checkout): a test checks that
+#: the two agree, so a stage added to dvc.yaml without its task fails CI, not production.
 PIPELINE_STAGES = ("process", "split", "drift", "train", "evaluate")
-
-
-def dvc_stages() -> list[str]:
-    """The stages of PIPELINE_STAGES that dvc.yaml defines (a plain text scan: no YAML
-    parser at DAG-parse time)."""
-    try:
-        text = (PROJECT_DIR / "dvc.yaml").read_text()
-    except OSError:
-        return [s for s in PIPELINE_STAGES if s != "drift"]
-    return [s for s in PIPELINE_STAGES if f"\n  {s}:" in text]
 
 
 #: The time-based safety net (`RAINCAST_RETRAIN_SCHEDULE=none`: Asset-triggered only).
@@ -72,17 +64,18 @@ with DAG(
             execution_timeout=timedelta(minutes=5),
         )
     ]
-    for stage in dvc_stages():
+    for stage in PIPELINE_STAGES:
         tasks.append(
             raincast_task(
                 stage,
-                ["dvc", "repro", "--single-item", stage],
+                ["raincast", "dvc", "repro", "--single-item", stage],
                 pool=DVC_POOL,
                 execution_timeout=timedelta(hours=2 if stage == "train" else 1),
             )
         )
     # Data and model outputs reach the DVC remote before a model can become champion.
-    for task_id, command in (("push", ["dvc", "push"]), ("promote", ["raincast", "promote"])):
+    push = ["raincast", "dvc", "push"]
+    for task_id, command in (("push", push), ("promote", ["raincast", "promote"])):
         tasks.append(
             raincast_task(task_id, command, pool=DVC_POOL, execution_timeout=timedelta(minutes=30))
         )

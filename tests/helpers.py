@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 from mlflow import MlflowClient
 
 from raincast import schema
@@ -50,16 +51,31 @@ def train_small_model(
     root = settings.project_dir
     rows = labelled_rows(stations, seed, date(2019, 1, 1), date(2020, 12, 31))
     train, val = rows[rows[schema.DATE] < "2020-07-01"], rows[rows[schema.DATE] >= "2020-07-01"]
-    (root / stages.SPLIT_DIR).mkdir(parents=True, exist_ok=True)
     (root / stages.PROCESSED).parent.mkdir(parents=True, exist_ok=True)
     rows.to_parquet(root / stages.PROCESSED, index=False)
-    train.to_parquet(root / stages.SPLIT_DIR / "train.parquet", index=False)
-    val.to_parquet(root / stages.SPLIT_DIR / "validation.parquet", index=False)
     windows = {"train": ["2019-01-01", "2020-06-30"], "validation": ["2020-07-01", "2020-12-30"]}
     windows["test"] = windows["validation"]
-    (root / stages.SPLIT_DIR / "windows.json").write_text(json.dumps({"windows": windows}))
     if not (root / "params.yaml").exists():
         (root / "params.yaml").write_text("{}\n")
+    return train_on_split(settings, train, val, windows, seed, n_estimators, champion)
+
+
+def train_on_split(
+    settings: Settings,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    windows: dict[str, list[str]],
+    seed: int,
+    n_estimators: int,
+    champion: bool = True,
+) -> str:
+    """Write the split stage's outputs (train/validation parquet, windows.json), train a
+    small booster through `stages.train`, and (by default) make it the champion."""
+    split = settings.project_dir / stages.SPLIT_DIR
+    split.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(split / "train.parquet", index=False)
+    val.to_parquet(split / "validation.parquet", index=False)
+    (split / "windows.json").write_text(json.dumps({"windows": windows}))
     params = Params(
         train=TrainParams(
             seed=seed,

@@ -7,7 +7,8 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -85,9 +86,59 @@ def _date(value: str | None) -> date | None:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+#: Exit code that makes Airflow mark the task skipped (dags/raincast_tasks.SKIP_EXIT_CODE).
+SKIP_EXIT = 99
+
+
 def _fail(msg: str) -> typer.Exit:
     typer.secho(f"error: {msg}", fg="red", err=True)
     return typer.Exit(1)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+@contextmanager
+def _data_errors(settings: object) -> Iterator[None]:
+    """fetch / validate / run: every expected failure of the data side (a source, a file,
+    the store, its lock, a refused mix) becomes one line on stderr and exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from raincast.data.store import SourceMixError, StoreBusyError
+    from raincast.pipeline.ingest import ValidationFailedError
+    from raincast.sources import SourceUnavailableError
+
+    try:
+        yield
+    except (
+        SourceUnavailableError,
+        SourceMixError,
+        StoreBusyError,
+        ValidationFailedError,
+        ValueError,
+        OSError,
+    ) as err:
+        raise _fail(_one_line(err)) from err
+    except SQLAlchemyError as err:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(settings.raw_store_url).render_as_string(hide_password=True)  # type: ignore[attr-defined]
+        detail = _one_line(getattr(err, "orig", None) or err)[:300]
+        raise _fail(
+            f"the store at {url} failed ({type(err).__name__}: {detail}); check "
+            "RAINCAST_STORE_URL and that the database is up"
+        ) from err
+
+
+AllowMixedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mixed-sources",
+        envvar="RAINCAST_ALLOW_MIXED_SOURCES",
+        help="Let real and synthetic rows share the store (refused by default).",
+    ),
+]
 
 
 @app.command()
@@ -98,19 +149,38 @@ def fetch(
     ] = "openmeteo",
     logical_date: DateOpt = None,
     start: Annotated[str | None, typer.Option(help="Fetch a range start..date (history).")] = None,
+    history_if_empty: Annotated[
+        bool,
+        typer.Option(
+            "--history-if-empty/--no-history-if-empty",
+            help="On an empty store, fetch the history before the date too (csv/replay: "
+            "every earlier row; openmeteo/synthetic: history.* days of params.yaml).",
+        ),
+    ] = False,
 ) -> None:
     """Fetch observations for the logical date into the landing area (no fallback)."""
+    from raincast.data import store
     from raincast.pipeline import ingest
-    from raincast.pipeline.cycle import default_date
-    from raincast.sources import SourceUnavailableError
+    from raincast.sources import default_date, history_start
 
-    settings, _ = _setup()
-    try:
+    settings, params = _setup()
+    with _data_errors(settings):
         src = ingest.make_source(source, settings)  # type: ignore[arg-type]
         d = _date(logical_date) or default_date(src)
-        res = ingest.fetch(settings, src, d, _date(start))  # type: ignore[arg-type]
-    except (SourceUnavailableError, ValueError, FileNotFoundError) as err:
-        raise _fail(str(err)) from err
+        first = _date(start)
+        if history_if_empty and first is None:
+            engine = store.connect(settings.raw_store_url)  # type: ignore[attr-defined]
+            if store.count_rows(engine) == 0:
+                first = min(history_start(src, d, params.history), d)  # type: ignore[attr-defined]
+                typer.echo(f"the store is empty: fetching its history from {first}")
+        res = ingest.fetch(settings, src, d, first)  # type: ignore[arg-type]
+    if res.unknown_columns:
+        typer.secho(
+            f"note: {len(res.unknown_columns)} column(s) outside the weatherAUS schema were "
+            f"ignored: {', '.join(res.unknown_columns)}",
+            fg="yellow",
+            err=True,
+        )
     _record("raincast_rows_fetched", res.rows)
     typer.echo(f"fetched {res.rows} rows from {res.source} for {d} -> {res.path}")
 
@@ -122,26 +192,59 @@ def validate(
     run_id: Annotated[
         str | None, typer.Option(envvar="RAINCAST_RUN_ID", help="Run id for quarantine/provenance.")
     ] = None,
+    allow_mixed_sources: AllowMixedOpt = False,
 ) -> None:
-    """Validate the landed batch: load good rows, quarantine bad ones, fail above the threshold."""
+    """Validate the landed batch: load good rows, quarantine bad ones, fail above the threshold.
+
+    Holds the store lock while it writes; refuses a batch of the other kind of data
+    (real / synthetic) than the store holds unless mixing is allowed."""
     from raincast.pipeline import ingest
 
     settings, params = _setup()
     d = _date(logical_date) or date.today()
-    try:
-        out = ingest.validate(settings, params.validate_, d, run_id)  # type: ignore[arg-type, attr-defined]
-    except (ingest.ValidationFailedError, FileNotFoundError, ValueError) as err:
-        raise _fail(str(err)) from err
+    with _data_errors(settings):
+        out = ingest.validate(
+            settings,  # type: ignore[arg-type]
+            params.validate_,  # type: ignore[attr-defined]
+            d,
+            run_id,
+            allow_mixed=allow_mixed_sources or None,
+        )
     r, u = out.result, out.upsert
     _record("raincast_rows_accepted", len(r.accepted))
     _record("raincast_rows_quarantined", len(r.quarantined))
+    n_refused = len(u.refused) if u is not None else 0
+    refused = f" ({n_refused} refused by the store)" if n_refused else ""
     typer.echo(
         f"validated {r.rows_in} rows for {d}: {len(r.accepted)} accepted, "
-        f"{len(r.quarantined)} quarantined; store: {u.inserted} inserted, {u.updated} updated, "
-        f"{u.unchanged} unchanged, {u.labels_filled} labels filled"
+        f"{len(r.quarantined)} quarantined{refused}; store: {u.inserted} inserted, "
+        f"{u.updated} updated, {u.unchanged} unchanged, {u.labels_filled} labels filled"
         if u
         else "nothing loaded"
     )
+
+
+@app.command(
+    "dvc",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def dvc_command(ctx: typer.Context) -> None:
+    """`dvc ARGS...` for pipeline tasks: first drops DVC run-locks a killed container left
+    under this PID (every container command is PID 1), then becomes dvc (same PID)."""
+    import os
+    import shutil
+    import sys
+
+    from raincast.pipeline.dvc_locks import drop_stale_own_pid_locks
+
+    settings, _ = _setup()
+    drop_stale_own_pid_locks(settings.project_dir / ".dvc" / "tmp")  # type: ignore[attr-defined]
+    local = Path(sys.executable).parent / "dvc"
+    binary = str(local) if local.exists() else shutil.which("dvc")
+    if binary is None:
+        raise _fail("dvc is not installed in this environment")
+    sys.stdout.flush()
+    os.execv(binary, [binary, *ctx.args])
 
 
 @app.command()
@@ -258,6 +361,11 @@ def predict(logical_date: BatchDateOpt = None, run_id: RunIdOpt = None) -> None:
     try:
         d = _date(logical_date) or batch.latest_observation_date(settings)  # type: ignore[arg-type]
         rep = batch.predict_day(settings, d, run_id)  # type: ignore[arg-type]
+    except batch.NoChampionError as err:
+        # A fresh deployment: the first retrain (triggered by the same Asset event) has not
+        # promoted a model yet. Nothing to predict with is not a failure: Airflow skips.
+        typer.echo(f"skipped: {err}")
+        raise typer.Exit(SKIP_EXIT) from err
     except (LookupError, ValueError, MlflowException) as err:
         raise _fail(str(err)) from err
     missing = ", ".join(rep.missing_stations[:10]) + (
@@ -317,7 +425,7 @@ def score(
 
 
 #: Exit code of `retrain-due` when no retrain is needed: Airflow marks the task skipped.
-NOT_DUE_EXIT = 99
+NOT_DUE_EXIT = SKIP_EXIT
 
 
 @app.command("retrain-due")
@@ -399,6 +507,46 @@ def _print_promotion(out: object) -> None:
     for r in d.reasons:
         typer.echo(f"  - {r}")
     typer.echo(f"champion: version {out.champion_version}")  # type: ignore[attr-defined]
+
+
+def _print_replay(rep: object, skipped: str) -> None:
+    if rep is None:
+        typer.echo(f"replay skipped: {skipped}")
+        return
+    w = rep.window  # type: ignore[attr-defined]
+    head = (
+        f"replayed window (not live): {rep.model_name} v{rep.model_version} on "  # type: ignore[attr-defined]
+        f"{w.first}..{w.last}"
+    )
+    if not rep.written:  # type: ignore[attr-defined]
+        typer.echo(f"{head}: {rep.reason}")  # type: ignore[attr-defined]
+        return
+    typer.echo(f"{head}: {rep.n_predictions} predictions, {rep.n_scored} scored; {w.note}")  # type: ignore[attr-defined]
+    for days, s in sorted(rep.latest.items()):  # type: ignore[attr-defined]
+        auc = "n/a" if s["roc_auc"] is None else f"{s['roc_auc']:.4f}"
+        f1 = "n/a" if s["f1"] is None else f"{s['f1']:.4f}"
+        typer.echo(
+            f"  replayed {days}d to {s['as_of_date']}: n={s['n_scored']} F1 {f1} ROC AUC {auc}"
+        )
+
+
+@app.command()
+@_observed("replay")
+def replay(run_id: RunIdOpt = None) -> None:
+    """The champion re-predicts the newest replay.days it did not train on and scores them
+    (replayed window for Monitor, apart from live scores). Exits 99 without a champion."""
+    from raincast.pipeline import batch
+    from raincast.pipeline.replay import replay as do_replay
+
+    settings, params = _setup()
+    try:
+        rep = do_replay(settings, params.replay, run_id)  # type: ignore[arg-type, attr-defined]
+    except batch.NoChampionError as err:
+        typer.echo(f"skipped: {err}")
+        raise typer.Exit(SKIP_EXIT) from err
+    except (LookupError, ValueError) as err:
+        raise _fail(str(err)) from err
+    _print_replay(rep, "")
 
 
 @app.command()
@@ -604,22 +752,16 @@ def up(
         raise _fail(str(err)) from err
     env_file = settings.project_dir / ".env"  # type: ignore[attr-defined]
     typer.secho("raincast is up (logs: var/log/platform.log; stop with `make down`)", fg="green")
-    ui_cred = f"admin / RAINCAST_API_ADMIN_PASSWORD in {env_file}"
-    rows = [
-        ("Streamlit UI", f"http://127.0.0.1:{ports.ui}", ui_cred),
-        ("API (docs)", f"http://127.0.0.1:{ports.api}/api/docs", "same user; POST /auth/token"),
-        (
-            "Airflow",
-            f"http://127.0.0.1:{ports.airflow}",
-            f"admin / RAINCAST_AIRFLOW_PASSWORD in {env_file}",
-        ),
-        ("MLflow", f"http://127.0.0.1:{ports.mlflow}", "no login (loopback only)"),
-    ]
-    for name, url, cred in rows:
-        typer.echo(f"  {name:<13} {url:<34} {cred}")
-    for name in ("prometheus", "pushgateway"):
-        if name in urls:
-            typer.echo(f"  {name:<13} {urls[name].rsplit('/', 2)[0]:<34} no login")
+    pointers = platform.where_to_look(ports, urls, env_file)
+    typer.secho("Where to look first:", bold=True)
+    for i, p in enumerate(pointers, start=1):
+        typer.echo(f"  {i}. {p.name:<11} {p.url:<36} {p.shows}")
+    logins: dict[str, list[str]] = {}
+    for p in pointers:
+        logins.setdefault(p.login, []).append(p.name)
+    typer.secho("Logins:", bold=True)
+    for login, names in logins.items():
+        typer.echo(f"  {', '.join(names)}: {login}")
 
 
 @app.command()
@@ -641,27 +783,28 @@ def run(
         ),
     ] = "openmeteo",
     logical_date: DateOpt = None,
+    allow_mixed_sources: AllowMixedOpt = False,
 ) -> None:
     """One full daily cycle: history if the store is empty, fetch, validate, dvc repro, promote.
 
-    Only this command falls back to the synthetic source when Open-Meteo is unreachable.
+    Only this command falls back to the synthetic source when Open-Meteo is unreachable,
+    and only into a store that holds no real rows. Holds the store lock for the cycle.
     """
     from raincast.pipeline import cycle, ingest
-    from raincast.sources import SourceUnavailableError
 
     settings, params = _setup()
+    if allow_mixed_sources:
+        settings = settings.model_copy(update={"allow_mixed_sources": True})  # type: ignore[attr-defined]
     try:
-        src = ingest.make_source(source, settings)  # type: ignore[arg-type]
-        d = _date(logical_date) or cycle.default_date(src)
-        fallback = ingest.make_source("synthetic", settings) if source == "openmeteo" else None  # type: ignore[arg-type]
-        rep = cycle.run_cycle(settings, params, src, d, fallback)  # type: ignore[arg-type]
-    except (
-        ingest.ValidationFailedError,
-        SourceUnavailableError,
-        ValueError,
-        FileNotFoundError,
-        RuntimeError,
-    ) as err:
+        with _data_errors(settings):
+            src = ingest.make_source(source, settings)  # type: ignore[arg-type]
+            d = _date(logical_date) or cycle.default_date(src)
+            fallback = ingest.make_source("synthetic", settings) if source == "openmeteo" else None  # type: ignore[arg-type]
+            progress = cycle.Progress(lambda line: typer.echo(line, err=True))
+            rep = cycle.run_cycle(settings, params, src, d, fallback, progress)  # type: ignore[arg-type]
+    except typer.Exit:
+        raise
+    except RuntimeError as err:  # a DVC stage failed: its own output follows
         raise _fail(str(err)) from err
     if rep.fell_back:
         typer.secho(
@@ -676,6 +819,7 @@ def run(
         f"{rep.day_rows} rows for the day"
     )
     _print_promotion(rep.promotion)
+    _print_replay(rep.replay, rep.replay_skipped)
     metrics_file = Path("data/metrics/test.json")
     if metrics_file.exists():
         m = json.loads(metrics_file.read_text())

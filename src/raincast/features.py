@@ -3,6 +3,11 @@
 Features come from a single raw weatherAUS row (no lags), so the API can score one
 observation exactly as training saw it. Categoricals use fixed category lists so codes
 never depend on which rows happen to be in a batch; missing values stay NaN for XGBoost.
+
+The model sees one float matrix (`model_matrix`): measurements as they are, categoricals
+as their integer codes, declared categorical through ``FEATURE_TYPES``. XGBoost then keeps
+no category encoder inside the model (it needs none: the codes are fixed here), which is
+what lets Treelite compile it for serving (`raincast.serving.compiled`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ DERIVED_FEATURES: tuple[str, ...] = (
 FEATURE_COLUMNS: tuple[str, ...] = (
     *schema.NUMERIC_COLUMNS, *CATEGORICAL_FEATURES, *DERIVED_FEATURES,
 )  # fmt: skip
+#: XGBoost feature types of the model matrix: "c" (categorical, integer codes) or "q".
+FEATURE_TYPES: tuple[str, ...] = tuple(
+    "c" if c in CATEGORICAL_FEATURES else "q" for c in FEATURE_COLUMNS
+)
 
 
 class FeatureError(ValueError):
@@ -81,6 +90,17 @@ def build_features(raw: pd.DataFrame) -> pd.DataFrame:
     gamma = np.log(rh / 100.0) + 17.62 * t / (243.12 + t)
     x["DewDepression3pm"] = t - 243.12 * gamma / (17.62 - gamma)
     return x.loc[:, list(FEATURE_COLUMNS)]
+
+
+def model_matrix(raw: pd.DataFrame) -> np.ndarray:
+    """``build_features`` as the float64 matrix the model is trained and scored on:
+    categoricals as their category codes, NaN for missing (what `build_matrix` builds
+    row by row for the API)."""
+    x = build_features(raw)
+    for col in CATEGORICAL_FEATURES:
+        codes = x[col].cat.codes.to_numpy()
+        x[col] = np.where(codes < 0, np.nan, codes.astype("float64"))
+    return x.to_numpy(dtype="float64")
 
 
 def label_vector(raw: pd.DataFrame) -> np.ndarray:

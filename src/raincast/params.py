@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -72,6 +72,20 @@ class DriftParams(_Strict):
     seed: int = 0
 
 
+class ReplayParams(_Strict):
+    #: Observation days the champion re-predicts (the newest it did not train on).
+    days: int = Field(60, ge=1, le=366)
+    #: Rolling score windows (days) of the replayed predictions.
+    windows: tuple[int, ...] = Field((7, 30), min_length=1)
+
+    @field_validator("windows")
+    @classmethod
+    def _positive_sorted(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w <= 0 for w in v):
+            raise ValueError("replay.windows must be positive numbers of days")
+        return tuple(sorted(set(v)))
+
+
 class Params(_Strict):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
@@ -80,6 +94,7 @@ class Params(_Strict):
     retrain: RetrainParams = Field(default_factory=RetrainParams)
     history: HistoryParams = Field(default_factory=HistoryParams)
     drift: DriftParams = Field(default_factory=DriftParams)
+    replay: ReplayParams = Field(default_factory=ReplayParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -77,6 +78,68 @@ def ensure_secrets(env_file: Path) -> dict[str, str]:
     return values
 
 
+#: Streamlit as an app for viewers: no "Deploy" button, no developer menu, no telemetry.
+UI_FLAGS = (
+    "--server.headless", "true",
+    "--client.toolbarMode", "viewer",
+    "--browser.gatherUsageStats", "false",
+)  # fmt: skip
+
+
+def ui_command(port: int, address: str = "127.0.0.1") -> list[str]:
+    """`streamlit run` of the UI as `make up` serves it (tests start the same command)."""
+    return [
+        str(BIN / "streamlit"), "run", "src/raincast/ui/app.py", *UI_FLAGS,
+        "--server.address", address, "--server.port", str(port),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """One line of "where to look first": what to open, its URL, what it shows and how
+    to log in (where the credential lives, never its value)."""
+
+    name: str
+    url: str
+    shows: str
+    login: str
+
+
+def where_to_look(ports: Ports, urls: dict[str, str], env_file: Path) -> list[Pointer]:
+    """The URLs a newcomer opens first after `make up`, most telling first."""
+    ui = f"http://127.0.0.1:{ports.ui}"
+    ui_login = f"admin / RAINCAST_API_ADMIN_PASSWORD in {env_file}"
+    pointers = [
+        Pointer("Monitor", f"{ui}/?page=Monitor", "how the champion does, as plots", ui_login),
+        Pointer("UI", ui, "predict one day or a CSV", ui_login),
+        Pointer(
+            "API docs",
+            f"http://127.0.0.1:{ports.api}/api/docs",
+            "every endpoint; a token from POST /auth/token",
+            ui_login,
+        ),
+        Pointer(
+            "MLflow",
+            f"http://127.0.0.1:{ports.mlflow}",
+            "runs and the rain-tomorrow registry",
+            "no login (loopback only)",
+        ),
+        Pointer(
+            "Airflow",
+            f"http://127.0.0.1:{ports.airflow}",
+            "the daily DAGs and their runs",
+            f"admin / RAINCAST_AIRFLOW_PASSWORD in {env_file}",
+        ),
+    ]
+    for name in ("prometheus", "pushgateway"):
+        if name in urls:
+            url = urls[name].rsplit("/", 2)[0]
+            pointers.append(
+                Pointer(name.capitalize(), url, "raincast_* metrics", "no login (loopback only)")
+            )
+    return pointers
+
+
 def procfile(settings: Settings, ports: Ports) -> tuple[str, list[str]]:
     """Procfile text and the optional services left out (binary not installed)."""
     state = settings.state_dir
@@ -86,8 +149,7 @@ def procfile(settings: Settings, ports: Ports) -> tuple[str, list[str]]:
         f"--host 127.0.0.1 --port {ports.mlflow} --workers 1",
         "airflow": f"{BIN / 'raincast'} airflow --port {ports.airflow}",
         "api": f"{BIN / 'raincast'} serve --host 127.0.0.1 --port {ports.api}",
-        "ui": f"{BIN / 'streamlit'} run src/raincast/ui/app.py --server.headless true "
-        f"--server.address 127.0.0.1 --server.port {ports.ui}",
+        "ui": shlex.join(ui_command(ports.ui)),
     }
     skipped = []
     prometheus, gateway = shutil.which("prometheus"), shutil.which("prometheus-pushgateway")

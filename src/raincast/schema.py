@@ -69,6 +69,25 @@ INPUT_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c != RAIN_TOMORROW)
 #: Provenance columns the raw store adds to every row.
 PROVENANCE_COLUMNS: tuple[str, ...] = ("source", "fetched_at", "run_id")
 
+#: Columns that carry a measurement. A row with none of them set holds no observation.
+OBSERVED_COLUMNS: tuple[str, ...] = (*NUMERIC_COLUMNS, *DIRECTION_COLUMNS)
+
+#: Optional columns a source adds to a row it could not parse into the schema (a short or
+#: long CSV line): what went wrong, and the raw record as sent. Validation quarantines
+#: such rows with both; they never reach the store.
+PARSE_PROBLEM = "_parse_problem"
+RAW_RECORD = "_raw_record"
+
+#: The two kinds of provenance a store may hold; one store holds one kind unless the
+#: operator allows mixing (see data/store.py).
+REAL, SYNTHETIC = "real", "synthetic"
+
+
+def source_kind(source: str) -> str:
+    """``synthetic`` for the seeded generator, ``real`` for every observed source
+    (csv, replay, openmeteo, ...)."""
+    return SYNTHETIC if source.split(":", 1)[0] == "synthetic" else REAL
+
 
 @dataclass(frozen=True)
 class Station:

@@ -37,9 +37,31 @@ class Settings(BaseSettings):
     model_name: str = "rain-tomorrow"
     openmeteo_url: str = "https://api.open-meteo.com/v1/forecast"
     openmeteo_archive_url: str = "https://archive-api.open-meteo.com/v1/archive"
-    http_timeout_s: float = 30.0
-    http_retries: int = 5
+    http_timeout_s: float = Field(
+        default=30.0, gt=0, description="Read timeout of one HTTP socket operation (s)."
+    )
+    http_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Connect timeout of one HTTP attempt (s)."
+    )
+    http_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Upper bound on one Open-Meteo request, retries, waits and body included.",
+    )
+    http_retries: int = Field(default=5, ge=0, description="Retries of a transient failure.")
     http_cache_ttl_s: int = 6 * 3600
+    http_max_reply_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Largest Open-Meteo reply accepted (bytes)."
+    )
+    store_lock_timeout_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long validate/run wait for another writer's store lock (0: not at all).",
+    )
+    allow_mixed_sources: bool = Field(
+        default=False,
+        description="Let real and synthetic rows share one store (off: such a write is refused).",
+    )
 
     @cached_property
     def state_dir(self) -> Path:

@@ -109,7 +109,7 @@ def test_retrain_tasks_follow_the_dvc_stages_and_share_one_pool(dagbag) -> None:
     for task in dag.tasks:
         if task.task_id != "due":
             assert task.pool == "raincast_dvc", task.task_id
-    assert dag.get_task("process").bash_command == "dvc repro --single-item process"
+    assert dag.get_task("process").bash_command == "raincast dvc repro --single-item process"
 
 
 def test_only_validate_emits_the_observations_asset(dagbag) -> None:  # type: ignore[no-untyped-def]

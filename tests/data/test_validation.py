@@ -305,3 +305,61 @@ def test_non_iso_date_is_quarantined_not_guessed() -> None:
     assert len(result.accepted) == 1
     assert result.quarantined["check"].tolist() == ["type:Date"]
     assert "ISO" in result.quarantined["reason"].iloc[0]
+
+
+# --- what was sent: parse failures are judged here, with the raw value --------------------
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "12,5", " ", "1e400x"])
+def test_any_text_that_is_not_a_number_is_a_type_error(clean: pd.DataFrame, text: str) -> None:
+    raw = clean.copy()
+    raw.loc[2, "Rainfall"] = text  # "nan" is text too: only an empty cell means missing
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["type:Rainfall"]
+    assert json.loads(res.quarantined["payload"].iloc[0])["Rainfall"] == text
+
+
+def test_numbers_sent_as_text_are_parsed(clean: pd.DataFrame) -> None:
+    as_text = clean.copy()
+    for c in schema.NUMERIC_COLUMNS:
+        as_text[c] = [None if pd.isna(v) else f"{v:g}" for v in clean[c]]
+    res = _run(as_text)
+    assert res.quarantined.empty
+    pd.testing.assert_frame_equal(res.accepted, schema.conform(clean))
+
+
+def test_an_impossible_date_is_a_type_error_with_its_raw_value(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    raw.loc[1, schema.DATE] = "2020-02-30"
+    raw.loc[3, schema.DATE] = None
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["type:Date", "missing:Date"]
+    assert res.quarantined[schema.DATE].iloc[0] == "2020-02-30"
+    assert pd.isna(res.quarantined[schema.DATE].iloc[1])
+    assert "Date='2020-02-30' is not a valid ISO date" in res.quarantined["reason"].iloc[0]
+
+
+def test_a_row_that_observes_nothing_is_quarantined(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    raw.loc[4, list(schema.OBSERVED_COLUMNS)] = None
+    raw.loc[4, schema.RAIN_TODAY] = "No"  # a flag alone is no observation (it is derived)
+    raw.loc[5, list(schema.OBSERVED_COLUMNS)] = None
+    raw.loc[5, "Sunshine"] = 3.0  # one measurement is enough
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["empty:row"]
+    assert res.quarantined["reason"].iloc[0] == "no observations: every measured column is missing"
+
+
+def test_a_line_the_source_could_not_split_is_quarantined_with_it(clean: pd.DataFrame) -> None:
+    raw = clean.copy()
+    raw[schema.PARSE_PROBLEM] = None
+    raw[schema.RAW_RECORD] = None
+    raw.loc[6, list(schema.COLUMNS[2:])] = None
+    raw.loc[6, schema.PARSE_PROBLEM] = "line 8 has 3 fields, the header has 23"
+    raw.loc[6, schema.RAW_RECORD] = "2020-01-03,Perth,12.5"
+    res = _run(raw)
+    assert res.quarantined["check"].tolist() == ["arity:row"]
+    assert res.quarantined["reason"].iloc[0] == "line 8 has 3 fields, the header has 23"
+    payload = json.loads(res.quarantined["payload"].iloc[0])
+    assert payload[schema.RAW_RECORD] == "2020-01-03,Perth,12.5"
+    assert list(res.accepted.columns) == list(schema.COLUMNS)  # parse columns never stored

@@ -32,7 +32,8 @@ OBSERVABILITY = {
     "postgres-exporter",
     "grafana",
     "loki",
-    "promtail",
+    "alloy",
+    "docker-socket-proxy-logs",
     "tempo",
     "otel-collector",
 }
@@ -46,8 +47,9 @@ AIRFLOW = {
 #: Waiting for "started" instead of "healthy", on purpose: the API is healthy only once a
 #: champion is loaded, and the UI and nginx must come up before the first model exists.
 STARTED_IS_ENOUGH = {("nginx", "api"), ("streamlit", "api")}
-#: Host paths a service may bind-mount besides files of this repository.
-HOST_PATHS = {"/var/run/docker.sock"}
+#: Host paths a service may bind-mount besides files of this repository: the docker socket
+#: (its proxies only) and the checkout the pipeline tasks run in (project-init only).
+HOST_PATHS = {"/var/run/docker.sock", "${RAINCAST_HOST_PROJECT_DIR}"}
 PUBLISHED_PORTS = {80, 443}
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|_KEY$|_KEY_ID$|_PASS$", re.IGNORECASE)
 URL_CREDENTIALS = re.compile(r"://[^:/@\s]+:(?P<password>\$\{[^}]*\}|[^@\s]+)@")
@@ -89,7 +91,12 @@ def test_compose_config_parses_with_the_documented_variables(compose, tmp_path) 
     assert set(resolved["services"]) == set(compose["services"])
     api = resolved["services"]["api"]
     assert api["environment"]["RAINCAST_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert resolved["volumes"]["raincast-data"]["name"] == "raincast-data"
+    # Named after the compose project, so two stacks on one daemon do not share them.
+    assert resolved["volumes"]["raincast-data"]["name"] == "raincast_data"
+    assert resolved["networks"]["raincast"]["name"] == "raincast_raincast"
+    scheduler = resolved["services"]["airflow-scheduler"]["environment"]
+    assert scheduler["RAINCAST_DATA_VOLUME"] == "raincast_data"
+    assert scheduler["RAINCAST_DOCKER_NETWORK"] == "raincast_raincast"
 
 
 def test_compose_refuses_to_start_without_a_secret(compose, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -153,22 +160,47 @@ def test_every_service_has_cpu_and_memory_limits(services) -> None:  # type: ign
         assert limits.get("cpus") and limits.get("memory"), f"{name} has no resource limits"
 
 
-def test_one_network_named_raincast(compose, services) -> None:  # type: ignore[no-untyped-def]
-    assert compose["networks"] == {"raincast": {"name": "raincast"}}
+#: The only members of the internal networks that reach a docker socket proxy.
+SOCKET_NETWORKS = {
+    "docker-api": {"docker-socket-proxy", "airflow-scheduler"},
+    "docker-logs": {"docker-socket-proxy-logs", "alloy"},
+}
+
+
+def test_only_the_scheduler_shares_a_network_with_the_docker_socket_proxy(
+    compose, services
+) -> None:  # type: ignore[no-untyped-def]
+    """The socket proxy can create privileged containers: no service but the scheduler
+    may reach it (a compromised UI or API must not), and the log proxy only Alloy."""
+    assert compose["networks"]["raincast"]["name"] == "${COMPOSE_PROJECT_NAME:-raincast}_raincast"
+    for network in SOCKET_NETWORKS:
+        assert compose["networks"][network] == {"internal": True}, network
+    members: dict[str, set[str]] = {}
     for name, svc in services.items():
-        assert svc.get("networks") == ["raincast"], name
         assert "network_mode" not in svc, name
+        for network in svc.get("networks") or []:
+            members.setdefault(network, set()).add(name)
+    for network, allowed in SOCKET_NETWORKS.items():
+        assert members[network] == allowed, network
+    proxies = {"docker-socket-proxy", "docker-socket-proxy-logs"}
+    assert not members["raincast"] & proxies
+    assert members["raincast"] == set(services) - proxies
 
 
 # --- files and volumes -----------------------------------------------------------------
 
 
 def mounts(svc: dict[str, Any]) -> list[tuple[str, str]]:
-    """(source, target) of each volume entry, short or long syntax."""
+    """(source, target) of each volume entry, short or long syntax; a source given as a
+    variable (``${VAR:?msg}:/target``) comes back as ``${VAR}``."""
     out = []
     for entry in svc.get("volumes") or []:
         if isinstance(entry, dict):
             out.append((str(entry.get("source", "")), str(entry["target"])))
+        elif entry.startswith("${"):
+            var = INTERPOLATION.match(entry)
+            assert var, entry
+            out.append((f"${{{var['name']}}}", entry[var.end() :].split(":")[1]))
         else:
             source, target = ([*entry.split(":"), ""])[:2]
             out.append((source, target))
@@ -182,7 +214,7 @@ def test_bind_mounted_and_built_files_exist(services) -> None:  # type: ignore[n
             if source.startswith("."):
                 if not (REPO / source).exists():
                     missing.append(f"{name}: {source}")
-            elif source.startswith("/"):
+            elif source.startswith(("/", "$")):
                 assert source in HOST_PATHS, f"{name} mounts host path {source}"
         build = svc.get("build")
         if build:
@@ -205,7 +237,7 @@ def test_prometheus_gets_its_rule_files_next_to_its_config(services) -> None:  #
 
 def test_named_volumes_are_declared_and_used(compose, services) -> None:  # type: ignore[no-untyped-def]
     declared = set(compose["volumes"])
-    used = {s for svc in services.values() for s, _ in mounts(svc) if s and s[0] not in "./"}
+    used = {s for svc in services.values() for s, _ in mounts(svc) if s and s[0] not in "./$"}
     assert used == declared
     assert all(t for svc in services.values() for _, t in mounts(svc)), "anonymous volume"
 
@@ -244,12 +276,14 @@ def test_literal_secrets_are_caught() -> None:
 
 
 def published_ports(svc: dict[str, Any]) -> set[int]:
+    """Host ports, with ``${VAR:-default}`` taken at its default."""
     ports = set()
     for entry in svc.get("ports") or []:
         if isinstance(entry, dict):
             ports.add(int(entry["published"]))
         else:
-            parts = str(entry).split("/")[0].split(":")
+            entry = INTERPOLATION.sub(lambda m: m["arg"], str(entry))
+            parts = entry.split("/")[0].split(":")
             ports.add(int(parts[-2] if len(parts) > 1 else parts[-1]))
     return ports
 
@@ -266,6 +300,7 @@ def test_nginx_is_the_only_published_entry_point(services) -> None:  # type: ign
 def test_published_port_parser() -> None:
     svc = {"ports": ["80:80", "127.0.0.1:5432:5432", {"target": 443, "published": 8443}, "9000"]}
     assert published_ports(svc) == {80, 5432, 8443, 9000}
+    assert published_ports({"ports": ["${BIND:-0.0.0.0}:${PORT:-8080}:80"]}) == {8080}
 
 
 # --- Airflow's docker task runner ------------------------------------------------------
@@ -294,9 +329,8 @@ def test_airflow_containers_carry_the_docker_runner_environment(compose, service
         assert env["RAINCAST_TASK_RUNNER"] == "docker", name
         assert env["RAINCAST_DOCKER_NETWORK"] == compose["networks"]["raincast"]["name"]
         assert env["RAINCAST_DOCKER_URL"] == "tcp://docker-socket-proxy:2375"
-        assert default_of(env["RAINCAST_DATA_VOLUME"]) == default_of(
-            compose["volumes"]["raincast-data"]["name"]
-        )
+        assert env["RAINCAST_DATA_VOLUME"] == compose["volumes"]["raincast-data"]["name"]
+        assert env["RAINCAST_TASK_LABEL"] == "${COMPOSE_PROJECT_NAME:-raincast}"
         assert env["RAINCAST_TRAINER_IMAGE"] == services["trainer"]["image"]
         assert REQUIRED_ONLY.match(env["RAINCAST_HOST_PROJECT_DIR"]), "host path must be set"
         assert env["RAINCAST_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -313,6 +347,15 @@ def test_airflow_containers_carry_the_docker_runner_environment(compose, service
         assert set(dag_constant("SECRET_ENV")) <= set(env), name
     statsd = " ".join(services["statsd-exporter"]["command"])
     assert "--statsd.listen-udp=:9125" in statsd
+
+
+def test_the_api_reads_the_store_with_the_read_only_role_of_the_ui(services) -> None:  # type: ignore[no-untyped-def]
+    """Monitor (GET /monitor/*) reads the raw store through the API, never as its writer."""
+    api, ui = environment(services["api"]), environment(services["streamlit"])
+    assert api["RAINCAST_STORE_URL"] == ui["RAINCAST_STORE_URL"]
+    assert api["RAINCAST_STORE_URL"].startswith("postgresql+psycopg2://raincast_reader:")
+    assert "${RAINCAST_READER_DB_PASSWORD:?" in api["RAINCAST_STORE_URL"]
+    assert api["RAINCAST_MODEL_NAME"] == ui["RAINCAST_MODEL_NAME"]
 
 
 def test_airflow_init_creates_the_dvc_pool_of_the_dags(services) -> None:  # type: ignore[no-untyped-def]
@@ -333,8 +376,11 @@ def test_socket_proxy_allows_only_what_docker_operator_needs(services) -> None: 
     env = environment(services["docker-socket-proxy"])
     allowed = {k for k, v in env.items() if v == "1"}
     assert allowed == {"CONTAINERS", "IMAGES", "POST"}
+    logs = environment(services["docker-socket-proxy-logs"])
+    assert {k for k, v in logs.items() if v == "1"} == {"CONTAINERS", "EVENTS"}
+    assert logs["POST"] == "0"  # read-only: list, inspect, logs
     holders = [n for n, s in services.items() for src, _ in mounts(s) if "docker.sock" in src]
-    assert set(holders) <= {"docker-socket-proxy", "promtail"}  # promtail: read-only log discovery
+    assert set(holders) == {"docker-socket-proxy", "docker-socket-proxy-logs"}
     for name in holders:
         assert all(
             entry.endswith(":ro") for entry in services[name]["volumes"] if "docker.sock" in entry
@@ -362,7 +408,7 @@ def test_airflow_init_script_is_valid_bash(services) -> None:  # type: ignore[no
     assert command[:2] == ["bash", "-ec"]
     proc = subprocess.run(["bash", "-n", "-c", command[2]], capture_output=True, timeout=10)
     assert proc.returncode == 0, proc.stderr
-    broken = command[2].replace("<<'PY'", "<<'PY' (")
+    broken = command[2].replace("\nfi\n", "\n")
     assert subprocess.run(["bash", "-n", "-c", broken], capture_output=True).returncode != 0
 
 
@@ -385,4 +431,34 @@ def test_configs_only_name_services_that_exist(services) -> None:  # type: ignor
     for text in walk_strings(services):
         hosts |= set(re.findall(r"https?://([a-z][a-z-]+):\d+", text))
     assert hosts - {"localhost"} <= set(services)
-    assert {"api", "prometheus", "loki", "tempo", "otel-collector", "pushgateway"} <= hosts
+    assert {"api", "prometheus", "loki", "tempo", "pushgateway"} <= hosts
+
+
+def test_postgres_urls_name_the_driver_the_images_ship(services) -> None:  # type: ignore[no-untyped-def]
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the MLflow image does not
+    install (it ships psycopg2): the MLflow server crashed at start on such a URL."""
+    urls = [u for text in walk_strings(services) for u in re.findall(r"postgres\S*://", text)]
+    assert urls and set(urls) <= {"postgresql+psycopg2://", "postgresql+asyncpg://"}, urls
+    mlflow_image = (REPO / "Dockerfile.mlflow").read_text()
+    assert '"psycopg2-binary==' in mlflow_image and '"psycopg[' not in mlflow_image
+
+
+def test_nothing_exports_to_the_observability_profile_unless_asked(services) -> None:  # type: ignore[no-untyped-def]
+    """Without the observability profile, pushgateway and otel-collector do not run: the
+    tasks and the API must not spend retries on them (~7 s per task)."""
+    for name, svc in services.items():
+        env = environment(svc)
+        for var in ("RAINCAST_PUSHGATEWAY_URL", "RAINCAST_OTLP_ENDPOINT"):
+            if var in env:
+                assert env[var] == f"${{{var}:-}}", (name, env[var])
+
+
+def test_dvc_lock_is_not_git_ignored() -> None:
+    """DVC refuses to write a git-ignored dvc.lock ("'dvc.lock' is git-ignored", exit 255):
+    ignoring it failed every retrain stage of the stack run. project-init writes a valid
+    empty one where a checkout has none."""
+    require_binary("git", "reads .gitignore")
+    probe = subprocess.run(
+        ["git", "check-ignore", "--no-index", "-q", "dvc.lock"], cwd=REPO, check=False
+    )
+    assert probe.returncode == 1, "dvc.lock matches a .gitignore pattern"

@@ -82,7 +82,7 @@ def test_each_target_syncs_existing_extras_and_the_trainer_stays_airflow_free() 
     found = stages(DEV)
     wanted = {
         "trainer": {"monitor", "postgres"},
-        "api": {"serve", "monitor"},
+        "api": {"serve", "monitor", "postgres"},  # Monitor reads the PostgreSQL store
         "ui": {"ui", "postgres"},
     }
     wanted["airflow"] = {"airflow"}

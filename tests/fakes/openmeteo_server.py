@@ -9,7 +9,11 @@ offset at the first local midnight) and 24 hourly values per requested day.
 Values come from ``values(variable, latitude, longitude, unix_ts)``, deterministic by
 default. Switches inject failures: ``nulls`` (``(variable, unix_ts)`` pairs sent as null),
 ``error_reason`` (HTTP 400 error body), ``fail_429`` / ``fail_500`` (that many failures
-before answering normally; 429s carry ``Retry-After: <retry_after>``, default 0). Every
+before answering normally; 429s carry ``Retry-After: <retry_after>``, default 0),
+``broken_body`` (that many 200 replies cut off mid-JSON), ``wrong_units`` (that many 200
+replies in m/s), ``pad_bytes`` (spaces appended to every JSON body), ``no_length`` (bodies
+without Content-Length, ended by closing the connection), ``hang`` (accept the request,
+never answer) and ``trickle`` (send a 200 header, then one byte a second, forever). Every
 request is recorded.
 
     with FakeOpenMeteo(today=date(2024, 6, 30)) as fake:
@@ -18,6 +22,7 @@ request is recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -82,10 +87,17 @@ class FakeOpenMeteo:
     fail_429: int = 0
     fail_500: int = 0
     retry_after: str = "0"
+    broken_body: int = 0
+    wrong_units: int = 0
+    pad_bytes: int = 0
+    no_length: bool = False
+    hang: bool = False
+    trickle: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._released = threading.Event()  # set by stop(): hanging handlers give up
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -110,6 +122,7 @@ class FakeOpenMeteo:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -150,6 +163,23 @@ class FakeOpenMeteo:
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         with self._lock:
             self.requests.append(RecordedRequest(url.path, params))
+            hang, trickle = self.hang, self.trickle
+        if hang:
+            self._released.wait(120)
+            return
+        if trickle:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.end_headers()
+            handler.wfile.write(b"[")
+            while not self._released.wait(1.0):
+                try:
+                    handler.wfile.write(b" ")
+                    handler.wfile.flush()
+                except OSError:
+                    return
+            return
+        with self._lock:
             if self.fail_429 > 0:
                 self.fail_429 -= 1
                 self._send(
@@ -172,23 +202,48 @@ class FakeOpenMeteo:
         except _BadRequest as e:
             self._send(handler, 400, {"error": True, "reason": str(e)})
             return
+        with self._lock:
+            broken, self.broken_body = self.broken_body > 0, max(0, self.broken_body - 1)
+            units, self.wrong_units = self.wrong_units > 0, max(0, self.wrong_units - 1)
+        if units:
+            for loc in body if isinstance(body, list) else [body]:
+                loc["hourly_units"]["wind_speed_10m"] = "m/s"
+        if broken:
+            data = json.dumps(body).encode()
+            self._send_bytes(handler, 200, data[: len(data) // 2])
+            return
         self._send(handler, 200, body)
 
-    @staticmethod
     def _send(
+        self,
         handler: BaseHTTPRequestHandler,
         status: int,
         body: Any,
         headers: dict[str, str] | None = None,
     ) -> None:
-        data = json.dumps(body).encode()
+        self._send_bytes(
+            handler, status, json.dumps(body).encode() + b" " * self.pad_bytes, headers
+        )
+
+    def _send_bytes(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json; charset=utf-8")
-        handler.send_header("Content-Length", str(len(data)))
+        if self.no_length:
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
+        else:
+            handler.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             handler.send_header(key, value)
         handler.end_headers()
-        handler.wfile.write(data)
+        with contextlib.suppress(OSError):  # the client gave up (a size cap): fine
+            handler.wfile.write(data)
 
     def _days(self, path: str, params: dict[str, str]) -> tuple[date, date]:
         """First and last local day the request asks for, with Open-Meteo's range checks."""

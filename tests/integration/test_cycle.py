@@ -10,10 +10,12 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
 
+from raincast import schema
 from raincast.data import store
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
@@ -71,6 +73,12 @@ def _champion(work: Path) -> str:
     return str(client.get_model_version_by_alias("rain-tomorrow", "champion").version)
 
 
+def _replay_run(engine) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    run = store.latest_replay_run(engine, "rain-tomorrow")
+    assert run is not None, "no replayed window after the cycle"
+    return run
+
+
 def test_first_cycle_creates_history_and_a_champion(project: Path) -> None:
     day = LAST.replace(day=LAST.day - 1).isoformat()
     out = _raincast(project, "run", "--source", "replay:replay.csv", "--date", day)
@@ -80,13 +88,30 @@ def test_first_cycle_creates_history_and_a_champion(project: Path) -> None:
     assert _champion(project) == "1"
     engine = store.connect(Settings(project_dir=project).raw_store_url)
     rows = store.count_rows(engine)
-    assert rows == len(STATIONS) * ((date.fromisoformat(day) - date(2015, 1, 1)).days + 1)
+    # Every replayed row up to the day is stored, except those that observe nothing (the
+    # generator's lost days), which validation quarantines.
+    sent = pd.read_csv(project / "replay.csv")
+    sent = sent[sent["Date"] <= day]
+    observed = sent[list(schema.OBSERVED_COLUMNS)].notna().any(axis=1)
+    assert len(sent) == len(STATIONS) * ((date.fromisoformat(day) - date(2015, 1, 1)).days + 1)
+    assert rows == int(observed.sum()) > 0.99 * len(sent)
+    assert store.count_rows(engine, store.quarantine) == int((~observed).sum())
     hist = store.read_history(engine, "rain-tomorrow")
     assert list(hist["decision"]) == ["promoted"]
     # every logged model predicts from raw rows, with the tuned threshold
     assert (project / "data" / "metrics" / "test.json").exists()
     assert (project / "data" / "plots" / "roc.csv").exists()
     assert any((project / "var" / "dvc-remote").rglob("*")), "dvc push left the local remote empty"
+    # The drift of this cycle is in the store, and the champion's replayed window: the
+    # newest replay.days (60) it did not train on, apart from the live tables.
+    (drift,) = store.read_drift_results(engine).to_dict("records")
+    assert drift["cycle_date"] == day and drift["run_id"] == f"cycle:{day}"
+    replayed = _replay_run(engine)
+    assert replayed["model_version"] == "1" and not replayed["overlaps_training"]
+    assert replayed["days"] == 60 and replayed["n_scored"] > 0.9 * replayed["n_predictions"]
+    assert store.count_rows(engine, store.predictions) == 0
+    assert store.count_rows(engine, store.live_scores) == 0
+    assert "replayed window (not live): rain-tomorrow v1" in out.stdout
 
 
 def test_rerunning_the_same_date_changes_nothing(project: Path) -> None:
@@ -100,6 +125,9 @@ def test_rerunning_the_same_date_changes_nothing(project: Path) -> None:
     assert store.count_rows(engine) == before_rows
     assert _versions(project) == before_versions
     assert len(store.read_history(engine, "rain-tomorrow")) == 1
+    assert len(store.read_drift_results(engine)) == 1
+    assert store.count_rows(engine, store.replay_runs) == 1
+    assert "already stored" in out.stdout
 
 
 def test_next_day_retrains_and_records_the_decision(project: Path) -> None:
@@ -114,6 +142,14 @@ def test_next_day_retrains_and_records_the_decision(project: Path) -> None:
     assert last["champion_f1"] is not None and "F1" in last["reasons"]
     expected = "2" if last["decision"] == "promoted" else "1"
     assert _champion(project) == expected
+    assert list(store.read_drift_results(engine)["cycle_date"]) == [
+        LAST.replace(day=LAST.day - 1).isoformat(),
+        LAST.isoformat(),
+    ]
+    # A new champion, or the same one a labelled day later: the window is replaced.
+    assert store.count_rows(engine, store.replay_runs) == 2
+    assert _replay_run(engine)["model_version"] == expected
+    assert set(store.read_replayed_predictions(engine)["model_version"]) == {expected}
 
 
 def test_rollback_and_stage_names(project: Path) -> None:

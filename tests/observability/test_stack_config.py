@@ -1,4 +1,4 @@
-"""Logs, traces and Airflow metrics configuration (Loki, Promtail, Tempo, the OpenTelemetry
+"""Logs, traces and Airflow metrics configuration (Loki, Alloy, Tempo, the OpenTelemetry
 collector, statsd-exporter). None of these binaries runs here, so the tests check the
 wiring between the files and against what raincast really emits: the JSON log line of
 `raincast.monitoring.jobs`, the airflow_* names the dashboards query."""
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OBS = ROOT / "observability"
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-#: Go reference-time layout tokens used in promtail.yml -> strptime.
+#: Go reference-time layout tokens used in alloy.alloy -> strptime.
 GO_LAYOUT = {
     "2006": "%Y",
     "01": "%m",
@@ -36,55 +36,80 @@ def _load(name: str) -> Any:
     return yaml.safe_load((OBS / name).read_text())
 
 
-def _stages(job: dict[str, Any], kind: str) -> list[Any]:
-    return [stage[kind] for stage in job["pipeline_stages"] if kind in stage]
+# --- alloy / loki ---------------------------------------------------------------------------
+
+ALLOY = OBS / "alloy.alloy"
+#: `attribute = "value"` inside an Alloy (River) block.
+ALLOY_ATTR = re.compile(r'^\s*(?P<key>[a-z_]+)\s*=\s*"(?P<value>[^"]*)"', re.MULTILINE)
+#: `key = "value",` entries of an Alloy map literal ({ level = "level", ... }).
+ALLOY_MAP_ENTRY = re.compile(r'(?P<key>[a-z_]+)\s*=\s*"(?P<value>[^"]*)"')
 
 
-# --- promtail / loki ------------------------------------------------------------------------
+def _alloy_blocks(text: str) -> list[tuple[str, str]]:
+    """(header, body) of every block, nested ones included: `loki.process "json"` ->
+    its body; `stage.json` -> its body; a map literal `values = {...}` -> `values`.
+    Braces inside strings do not occur in our file."""
+    text = re.sub(r"^\s*//[^\n]*", "", text, flags=re.MULTILINE)
+    blocks: list[tuple[str, str]] = []
+    stack: list[tuple[str, int]] = []
+    for m in re.finditer(r'([A-Za-z_.]+(?:\s+"[^"]*")?)\s*=?\s*\{|\}', text):
+        if m.group(0) == "}":
+            header, start = stack.pop()
+            blocks.append((header, text[start : m.start()]))
+        else:
+            stack.append((" ".join(m.group(1).split()), m.end()))
+    assert not stack, "unbalanced braces in alloy.alloy"
+    return blocks
 
 
-def test_promtail_ships_raincast_files_to_loki_with_few_labels() -> None:
-    config = _load("promtail.yml")
-    assert [c["url"] for c in config["clients"]] == ["http://loki:3100/loki/api/v1/push"]
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    (static,) = jobs["raincast-files"]["static_configs"]
-    assert static["labels"] == {"job": "raincast", "__path__": "/var/log/raincast/*.log"}
-    for job in jobs.values():
-        labels = set(static["labels"]) if job is jobs["raincast-files"] else set()
-        labels |= {r["target_label"] for r in job.get("relabel_configs", [])}
-        for stage in _stages(job, "labels"):
-            labels |= set(stage)
-        assert labels - {"__path__"} <= {"job", "service", "level"}, job["job_name"]
+def _alloy(header: str) -> list[str]:
+    return [body for head, body in _alloy_blocks(ALLOY.read_text()) if head == header]
 
 
-def test_promtail_parses_the_pipelines_json_log_line() -> None:
+def test_alloy_reads_logs_through_the_read_only_proxy_and_ships_to_loki() -> None:
+    for header in ('discovery.docker "compose"', 'loki.source.docker "compose"'):
+        (body,) = _alloy(header)
+        attrs = {m["key"]: m["value"] for m in ALLOY_ATTR.finditer(body)}
+        assert attrs["host"] == "tcp://docker-socket-proxy-logs:2375", header
+    (write,) = _alloy("endpoint")
+    assert {m["key"]: m["value"] for m in ALLOY_ATTR.finditer(write)} == {
+        "url": "http://loki:3100/loki/api/v1/push"
+    }
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    alloy, proxy = services["alloy"], services["docker-socket-proxy-logs"]
+    assert not any("docker.sock" in v for v in alloy.get("volumes", []))
+    assert str(proxy["environment"]["POST"]) == "0" and "docker-logs" in proxy["networks"]
+    assert set(alloy["networks"]) == {"raincast", "docker-logs"}
+
+
+def test_alloy_labels_stay_few() -> None:
+    labels = {dict(ALLOY_ATTR.findall(body))["target_label"] for body in _alloy("rule")}
+    (stage,) = _alloy("stage.labels")
+    labels |= {m["key"] for m in ALLOY_MAP_ENTRY.finditer(stage)}
+    assert labels == {"job", "service", "level"}
+
+
+def test_alloy_parses_the_pipelines_json_log_line() -> None:
     """A real line from raincast's JsonFormatter goes through the json, timestamp, labels
     and structured_metadata stages: level becomes a label, trace_id does not."""
     from raincast.monitoring.jobs import JsonFormatter
 
     record = logging.LogRecord("raincast.cli", logging.WARNING, __file__, 1, "hi", None, None)
     line = json.loads(JsonFormatter().format(record))
-    jobs = {job["job_name"]: job for job in _load("promtail.yml")["scrape_configs"]}
-    for job in jobs.values():
-        (fields,) = _stages(job, "json")
-        extracted = {name: line[key] for name, key in fields["expressions"].items()}
-        assert extracted["level"] == "WARNING" and "trace_id" in extracted
-        (stamp,) = _stages(job, "timestamp")
-        layout = stamp["format"]
-        for go, py in GO_LAYOUT.items():
-            layout = layout.replace(go, py)
-        datetime.strptime(extracted[stamp["source"]], layout)  # raises if the layout drifts
-        labelled = {name for stage in _stages(job, "labels") for name in stage}
-        assert "level" in labelled and "trace_id" not in labelled, job["job_name"]
-        assert [list(s) for s in _stages(job, "structured_metadata")] == [["trace_id"]]
-
-
-def test_promtail_names_the_service_after_the_log_file() -> None:
-    jobs = {job["job_name"]: job for job in _load("promtail.yml")["scrape_configs"]}
-    (regex,) = _stages(jobs["raincast-files"], "regex")
-    match = re.search(regex["expression"], "/var/log/raincast/api.log")
-    assert match and match["service"] == "api"
-    assert not re.search(regex["expression"], "/var/log/other/api.log")
+    blocks = _alloy_blocks(ALLOY.read_text())
+    values = [b for h, b in blocks if h in {"expressions", "values"}]
+    fields = {m["key"]: m["value"] for m in ALLOY_MAP_ENTRY.finditer(values[0])}
+    extracted = {name: line[key] for name, key in fields.items()}
+    assert extracted["level"] == "WARNING" and "trace_id" in extracted
+    (stamp,) = _alloy("stage.timestamp")
+    attrs = {m["key"]: m["value"] for m in ALLOY_ATTR.finditer(stamp)}
+    layout = attrs["format"]
+    for go, py in GO_LAYOUT.items():
+        layout = layout.replace(go, py)
+    datetime.strptime(extracted[attrs["source"]], layout)  # raises if the layout drifts
+    labelled = {m["key"] for m in ALLOY_MAP_ENTRY.finditer(values[1])}
+    metadata = {m["key"] for m in ALLOY_MAP_ENTRY.finditer(values[2])}
+    assert labelled == {"level"} and metadata == {"trace_id"}
 
 
 def test_loki_keeps_structured_metadata_for_trace_ids() -> None:

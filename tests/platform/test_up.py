@@ -64,6 +64,11 @@ def test_up_serves_everything_and_down_stops_it(tmp_path: Path) -> None:
         )  # fmt: skip
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         assert "raincast is up" in up.stdout
+        ui = f"http://127.0.0.1:{ports['ui']}"
+        assert f"1. Monitor     {ui}/?page=Monitor" in up.stdout, up.stdout
+        assert "Logins:" in up.stdout and "RAINCAST_API_ADMIN_PASSWORD in" in up.stdout
+        assert "--client.toolbarMode viewer" in (work / "var" / "Procfile").read_text()
+        assert http_status(f"{ui}/?page=Monitor") == 200
         secrets = read_env_file(work / ".env")
         assert len(secrets["RAINCAST_JWT_SECRET"]) >= 32
         assert (work / ".env").stat().st_mode & 0o077 == 0

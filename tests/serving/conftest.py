@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -103,15 +104,25 @@ def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         RAINCAST_MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mport}",
         RAINCAST_JWT_SECRET=secrets.token_urlsafe(48),
         RAINCAST_API_POLL_S="2",
-        RAINCAST_API_MAX_ROWS="50",
-        RAINCAST_API_MAX_BODY_BYTES="2000000",
+        RAINCAST_API_MAX_ROWS="50",  # so the /predict body limit is ~164 KB here
+        RAINCAST_API_MAX_CONCURRENCY="8",  # low enough for a burst test to reach it
+        RAINCAST_API_MODEL_CACHE=str(work / "compiled-models"),
     )
     port = free_port()
     proc = start(api_command(port), env, work, work / "api.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until("the API", lambda: http_status(url + "/readyz") == 200, 180, work / "api.log")
-        yield Api(url, work, settings, mlflow, proc, env)
+        served = Api(url, work, settings, mlflow, proc, env)
+        if shutil.which("gcc"):  # the tests then exercise the compiled trees
+            token = served.token("bob-user")
+            wait_until(
+                "the compiled trees",
+                lambda: served.call("GET", "/model", token=token)[2]["evaluator"] == "compiled",
+                180,
+                work / "api.log",
+            )
+        yield served
     finally:
         stop(proc)
         stop(mlflow)

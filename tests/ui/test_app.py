@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from raincast import schema
-from raincast.data import store
 from raincast.ui.client import (
     ApiError,
     ApiUnavailable,
@@ -48,6 +49,14 @@ class StubApi:
         self.fail: Exception | None = None
         self.rows: list[dict[str, Any]] = []
         self.columns: dict[str, list[Any]] = {}
+        self.monitor: dict[str, dict[str, Any]] = {
+            "scores": {"model_name": "rain-tomorrow", "rows": []},
+            "reliability": {"kind": "live", "start": None, "end": None, "n": 0, "bins": []},
+            "drift": {"rows": []},
+            "champions": {"model_name": "rain-tomorrow", "current": None, "rows": []},
+        }
+        self.monitor_fail: dict[str, Exception] = {}
+        self.reliability_calls: list[tuple[str | None, int]] = []
 
     def _maybe_fail(self) -> None:
         if self.fail is not None:
@@ -83,6 +92,31 @@ class StubApi:
             "last_refresh_error": None,
         }
 
+    # /monitor/*: "nothing yet" until a test fills ``monitor``; ``monitor_fail`` per endpoint
+
+    def _monitor(self, name: str) -> dict[str, Any]:
+        self._maybe_fail()
+        if name in self.monitor_fail:
+            raise self.monitor_fail[name]
+        return self.monitor[name]
+
+    def monitor_scores(self, kind: str = "all") -> dict[str, Any]:
+        body = self._monitor("scores")
+        rows = [r for r in body["rows"] if kind in ("all", r["kind"])]
+        return {**body, "rows": rows}
+
+    def monitor_reliability(
+        self, kind: str | None = None, window_days: int = 30, bins: int = 10
+    ) -> dict[str, Any]:
+        self.reliability_calls.append((kind, window_days))
+        return self._monitor("reliability")
+
+    def monitor_drift(self) -> dict[str, Any]:
+        return self._monitor("drift")
+
+    def monitor_champions(self) -> dict[str, Any]:
+        return self._monitor("champions")
+
 
 @pytest.fixture
 def stub() -> StubApi:
@@ -91,10 +125,9 @@ def stub() -> StubApi:
 
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: StubApi) -> AppTest:
-    """The app on the login page, its raw store an (absent) SQLite file under tmp_path."""
+    """The app on the login page, with no .env and no store to find (it asks the API)."""
     monkeypatch.chdir(tmp_path)  # no stray .env
     monkeypatch.setenv("RAINCAST_HOME", str(tmp_path / "var"))
-    monkeypatch.delenv("RAINCAST_STORE_URL", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=30)
     at.session_state["api_client"] = stub
     return at.run()
@@ -314,7 +347,103 @@ def test_batch_rejects_a_file_without_the_weatheraus_header(app: AppTest) -> Non
 # --- model and monitor ---------------------------------------------------------------------
 
 
-def test_model_page_without_a_store_says_history_is_not_available(app: AppTest) -> None:
+def scores(kind: str, days: list[date], windows: tuple[int, ...] = (7, 30)) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": kind,
+            "as_of_date": day.isoformat(),
+            "window_days": window,
+            "window_start": day.isoformat(),
+            "n_scored": 40 * window,
+            "f1": 0.5 + i / 10,
+            "roc_auc": 0.8,
+            "calibration_error": 0.05,
+            "base_rate": 0.2,
+            "mean_probability": 0.25,
+            "model_versions": "7",
+        }
+        for i, day in enumerate(days)
+        for window in windows
+    ]
+
+
+RELIABILITY = {
+    "kind": "live", "start": "2026-01-01", "end": "2026-01-30", "n": 300,
+    "bins": [
+        {"lower": 0.0, "upper": 0.1, "n": 200, "mean_probability": 0.04,
+         "observed_frequency": 0.06},
+        {"lower": 0.5, "upper": 0.6, "n": 100, "mean_probability": 0.55,
+         "observed_frequency": 0.5},
+    ],
+}  # fmt: skip
+DRIFT = {
+    "rows": [
+        {"cycle_date": "2026-01-03", "computed_at": "2026-01-03T06:00:00+00:00",
+         "drift_share": 0.1, "n_drifted": 2, "n_columns": 20,
+         "drifted_columns": ["Rainfall", "Sunshine"],
+         "dataset_drift": False, "run_id": "r1"},
+        {"cycle_date": "2026-01-04", "computed_at": "2026-01-04T06:00:00+00:00",
+         "drift_share": 0.6, "n_drifted": 12, "n_columns": 20, "drifted_columns": ["Humidity3pm"],
+         "dataset_drift": True, "run_id": "r2"},
+    ]
+}  # fmt: skip
+CHAMPIONS = {
+    "model_name": "rain-tomorrow", "current": "7",
+    "rows": [
+        {"decided_at": "2026-01-02T06:00:00+00:00", "action": "promote", "decision": "promoted",
+         "candidate_version": "6", "champion_before": None, "champion_after": "6",
+         "candidate_f1": 0.58, "champion_f1": None},
+        {"decided_at": "2026-01-03T06:00:00+00:00", "action": "promote", "decision": "rejected",
+         "candidate_version": "7", "champion_before": "6", "champion_after": "6",
+         "candidate_f1": 0.57, "champion_f1": 0.58},
+        {"decided_at": "2026-01-04T06:00:00+01:00", "action": "promote", "decision": "promoted",
+         "candidate_version": "8", "champion_before": "6", "champion_after": "7",
+         "candidate_f1": 0.62, "champion_f1": 0.58},
+    ],
+}  # fmt: skip
+DAYS = [date(2026, 1, 3), date(2026, 1, 4)]
+
+
+def with_monitor_data(stub: StubApi, kinds: tuple[str, ...] = ("live",)) -> None:
+    rows = [r for kind in kinds for r in scores(kind, DAYS)]
+    stub.monitor = {
+        "scores": {"model_name": "rain-tomorrow", "rows": rows},
+        "reliability": RELIABILITY,
+        "drift": DRIFT,
+        "champions": CHAMPIONS,
+    }
+
+
+def charts(at: AppTest) -> dict[str, tuple[str, list[pd.DataFrame]]]:
+    """The page's Altair charts by what they plot, each with its spec and data tables."""
+    found = {}
+    for chart in at.get("vega_lite_chart"):
+        spec, tables = (
+            chart.proto.spec,
+            [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets],
+        )
+        for name, field in (
+            ("scores", "calibration_error"),
+            ("reliability", "observed_frequency"),
+            ("drift", "drift_share"),
+            ("champions", "champion_after"),
+        ):
+            if field in spec or any(
+                field in t.columns or field in set(t.get("series", [])) for t in tables
+            ):
+                found[name] = (spec, tables)
+                break
+    return found
+
+
+def infos(at: AppTest) -> list[str]:
+    return [i.value for i in at.info]
+
+
+def test_model_page_shows_metrics_and_the_promotion_history_newest_first(
+    app: AppTest, stub: StubApi
+) -> None:
+    stub.monitor["champions"] = CHAMPIONS
     log_in(app)
     go_to(app, "Model")
     assert_clean(app)
@@ -325,30 +454,31 @@ def test_model_page_without_a_store_says_history_is_not_available(app: AppTest) 
         "f1": 0.62,
         "roc_auc": 0.87,
     }
-    assert any("history not available" in i.value for i in app.info)
-    assert not (Path.cwd() / "var" / "raincast.db").exists()  # the UI never creates a store
+    history = app.dataframe[-1].value
+    assert history[
+        ["decided_at", "decision", "candidate_version", "champion_after"]
+    ].values.tolist() == [
+        ["2026-01-04 05:00 UTC", "promoted", "8", "7"],
+        ["2026-01-03 06:00 UTC", "rejected", "7", "6"],
+        ["2026-01-02 06:00 UTC", "promoted", "6", "6"],
+    ]
 
 
-def test_model_page_shows_promotion_history_from_the_store(app: AppTest, tmp_path: Path) -> None:
-    engine = store.connect(f"sqlite:///{tmp_path / 'var' / 'raincast.db'}")
-    store.record_decision(
-        engine,
-        model_name="rain-tomorrow",
-        action="promote",
-        decision="promoted",
-        candidate_version="7",
-        champion_before="6",
-        champion_after="7",
-        reasons="better f1",
-    )
-    engine.dispose()
+def test_model_page_without_decisions_says_none_yet(app: AppTest) -> None:
     log_in(app)
     go_to(app, "Model")
     assert_clean(app)
-    history = app.dataframe[-1].value
-    assert history[["decision", "candidate_version", "champion_before"]].values.tolist() == [
-        ["promoted", "7", "6"]
-    ]
+    assert any("No promotion decisions recorded yet" in i for i in infos(app))
+    assert not [d for d in app.dataframe if "decision" in d.value.columns]
+
+
+def test_model_page_history_with_the_store_down_is_a_message(app: AppTest, stub: StubApi) -> None:
+    stub.monitor_fail["champions"] = ApiUnavailable("The API is not ready: raw store unreachable.")
+    log_in(app)
+    go_to(app, "Model")
+    assert_clean(app)
+    assert metrics(app)["Champion version"] == "7"  # the rest of the page still shows
+    assert errors(app) == ["The API is not ready: raw store unreachable."]
 
 
 def test_model_page_failure_is_a_message(app: AppTest, stub: StubApi) -> None:
@@ -359,59 +489,160 @@ def test_model_page_failure_is_a_message(app: AppTest, stub: StubApi) -> None:
     assert errors(app) == ["The API is not ready: no champion model loaded yet."]
 
 
-def test_monitor_page_empty_state(app: AppTest) -> None:
+def test_monitor_page_before_any_data_has_a_friendly_empty_state_per_plot(app: AppTest) -> None:
     log_in(app)
     go_to(app, "Monitor")
     assert_clean(app)
-    infos = [i.value for i in app.info]
-    assert any("Live scores not available" in i for i in infos)
-    assert any("No drift measurements" in i for i in infos)
-
-
-def test_monitor_page_charts_live_scores(app: AppTest, tmp_path: Path) -> None:
-    engine = store.connect(f"sqlite:///{tmp_path / 'var' / 'raincast.db'}")
-    rows = [
-        {
-            "as_of_date": day,
-            "window_days": window,
-            "model_name": "rain-tomorrow",
-            "window_start": day,
-            "model_versions": "7",
-            "n_scored": 40,
-            "n_pending": 0,
-            "f1": 0.5 + i / 10,
-            "precision": 0.5,
-            "recall": 0.5,
-            "roc_auc": 0.8,
-            "base_rate": 0.2,
-            "predicted_positive_rate": 0.25,
-            "mean_probability": 0.3,
-            "scored_at": datetime(2026, 1, 5, tzinfo=UTC),
-            "run_id": "r",
-        }
-        for i, day in enumerate([date(2026, 1, 3), date(2026, 1, 4)])
-        for window in (7, 30)
+    assert not app.get("vega_lite_chart")
+    messages = infos(app)
+    assert [m.split(":")[0].split(".")[0] for m in messages] == [
+        "No scores yet",
+        "Nothing to compare yet",
+        "No drift checks yet",
+        "No champion yet",
     ]
-    store.upsert_live_scores(engine, rows)
-    engine.dispose()
+    assert not errors(app) and not app.success and not app.warning  # no kind banner either
+
+
+def test_monitor_page_draws_the_four_plots_from_live_data(app: AppTest, stub: StubApi) -> None:
+    with_monitor_data(stub, ("live",))
     log_in(app)
     go_to(app, "Monitor")
     assert_clean(app)
-    assert app.selectbox(key="monitor_window").options == ["7", "30"]
-    assert len(app.get("vega_lite_chart")) == 2
-    assert any("No drift measurements" in i.value for i in app.info)
+    assert not infos(app) and not errors(app)
+    drawn = charts(app)
+    assert sorted(drawn) == ["champions", "drift", "reliability", "scores"]
+    (banner,) = [s.value for s in app.success]
+    assert banner.startswith("**Live**") and not app.warning
+    assert len(app.radio) == 1  # only the sidebar's: one kind, no kind switch
+    (scores_data,) = drawn["scores"][1]
+    assert set(scores_data["window"]) == {"7-day", "30-day"}
+    assert set(scores_data["metric"]) == {"F1", "ROC AUC", "Calibration error"}
+    assert len(scores_data) == 2 * 2 * 3  # days x windows x metrics
+    _, tables = drawn["reliability"]
+    assert any(t["p"].tolist() == [0.0, 1.0] for t in tables if "p" in t)  # the diagonal
+    assert any(t["observed_frequency"].tolist() == [0.06, 0.5] for t in tables if "n" in t)
+    assert stub.reliability_calls == [("live", 30)]
+    assert any("Live · 300 predictions · 2026-01-01 to 2026-01-30" in c.value for c in app.caption)
+    (drift_data,) = drawn["drift"][1]
+    assert drift_data["columns_drifted"].tolist() == ["Rainfall, Sunshine", "Humidity3pm"]
+    table = app.dataframe[0].value
+    assert table["drifted columns"].tolist() == [
+        "Humidity3pm",
+        "Rainfall, Sunshine",
+    ]  # newest first
+    (champion_data,) = [t for t in drawn["champions"][1] if "version" in t]
+    assert champion_data["version"].tolist() == [6, 6, 7]
+    assert any("Current champion: version 7" in c.value for c in app.caption)
 
 
-def test_the_app_never_imports_the_model_stack() -> None:
+def test_monitor_page_says_when_scores_are_a_replayed_window(app: AppTest, stub: StubApi) -> None:
+    with_monitor_data(stub, ("replayed",))
+    stub.monitor["reliability"] = {**RELIABILITY, "kind": "replayed"}
+    log_in(app)
+    go_to(app, "Monitor")
+    assert_clean(app)
+    (banner,) = [w.value for w in app.warning]
+    assert banner.startswith("**Replayed window**") and "did not train on" in banner
+    assert not app.success
+    assert stub.reliability_calls == [("replayed", 30)]
+    assert any(c.value.startswith("Replayed window · 300 predictions") for c in app.caption)
+
+
+def test_monitor_page_never_mixes_live_and_replayed_scores(app: AppTest, stub: StubApi) -> None:
+    with_monitor_data(stub, ("live", "replayed"))
+    stub.monitor["scores"]["rows"][0]["f1"] = 0.11  # the first live row
+    stub.monitor["scores"]["rows"][-1]["f1"] = 0.99  # the last replayed row
+    log_in(app)
+    go_to(app, "Monitor")
+    assert_clean(app)
+    assert app.radio(key="monitor_kind").options == ["Live", "Replayed window"]
+    assert [s.value[:8] for s in app.success] == ["**Live**"] and not app.warning
+    (live,) = charts(app)["scores"][1]
+    f1 = live[live["metric"] == "F1"]["value"].tolist()
+    assert 0.11 in f1 and 0.99 not in f1 and len(live) == 12
+    app.radio(key="monitor_kind").set_value("replayed").run()
+    assert_clean(app)
+    assert [w.value[:19] for w in app.warning] == ["**Replayed window**"] and not app.success
+    (replayed,) = charts(app)["scores"][1]
+    f1 = replayed[replayed["metric"] == "F1"]["value"].tolist()
+    assert 0.99 in f1 and 0.11 not in f1 and len(replayed) == 12
+    assert stub.reliability_calls[-1] == ("replayed", 30)
+
+
+def test_monitor_reliability_window_is_asked_of_the_api(app: AppTest, stub: StubApi) -> None:
+    with_monitor_data(stub)
+    log_in(app)
+    go_to(app, "Monitor")
+    app.selectbox(key="monitor_days").set_value(7).run()
+    assert_clean(app)
+    assert stub.reliability_calls[-1] == ("live", 7)
+
+
+def test_monitor_page_with_the_store_down_says_so_for_each_plot(
+    app: AppTest, stub: StubApi
+) -> None:
+    down = ApiUnavailable("The API is not ready: the raw store cannot be reached.")
+    stub.monitor_fail = dict.fromkeys(("scores", "reliability", "drift", "champions"), down)
+    log_in(app)
+    go_to(app, "Monitor")
+    assert_clean(app)
+    assert errors(app) == [str(down)] * 4
+    assert not app.get("vega_lite_chart")
+    assert app.session_state["token"] == "token-1"
+
+
+def test_monitor_page_one_endpoint_down_keeps_the_other_plots(app: AppTest, stub: StubApi) -> None:
+    with_monitor_data(stub)
+    stub.monitor_fail["drift"] = InvalidInput([FieldError("(request)", "bad cycle")])
+    log_in(app)
+    go_to(app, "Monitor")
+    assert_clean(app)
+    assert sorted(charts(app)) == ["champions", "reliability", "scores"]
+    assert "`(request)`: bad cycle" in errors(app)[0]
+
+
+def test_monitor_page_expired_session_asks_to_log_in_again(app: AppTest, stub: StubApi) -> None:
+    with_monitor_data(stub)
+    log_in(app)
+    go_to(app, "Monitor")
+    stub.monitor_fail["reliability"] = SessionExpired()
+    app.selectbox(key="monitor_days").set_value(90).run()
+    assert_clean(app)
+    assert "token" not in app.session_state
+    assert "session expired" in app.warning[0].value.lower()
+    assert app.text_input(key="login_user") is not None
+
+
+def test_the_app_never_imports_the_model_stack_nor_the_store() -> None:
     code = (
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()\n"
         "assert not at.exception, at.exception\n"
-        "print(sorted(m for m in ('xgboost', 'mlflow', 'raincast.serving', 'raincast.models')"
-        " if m in sys.modules))\n"
+        "print(sorted(m for m in ('xgboost', 'mlflow', 'raincast.serving', 'raincast.models',"
+        " 'sqlalchemy', 'raincast.data.store') if m in sys.modules))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("asked", "shown"), [("Monitor", "Monitor"), ("Model", "Model"), ("Nope", "Predict")]
+)
+def test_the_url_names_the_page_to_open_after_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: StubApi, asked: str, shown: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.session_state["api_client"] = stub
+    at.query_params["page"] = asked
+    log_in(at.run())
+    assert_clean(at)
+    assert at.sidebar.radio(key="page").value == shown
+    assert at.header[0].value == {"Monitor": "Monitor", "Model": "Served model"}.get(
+        shown, "Will it rain tomorrow?"
+    )
+    assert at.query_params["page"] == shown

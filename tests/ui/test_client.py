@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -200,3 +200,103 @@ def test_predict_batch_422_names_the_row_in_the_whole_upload(
     with pytest.raises(InvalidInput) as caught:
         client.predict_batch(columns, chunk_rows=10)
     assert [e.path for e in caught.value.errors] == ["columns.Rainfall.13"]
+
+
+# --- /monitor/* ------------------------------------------------------------------------------
+
+SCORE_ROW = {
+    "kind": "replayed", "as_of_date": "2026-01-04", "window_days": 7, "window_start": "2025-12-29",
+    "n_scored": 280, "f1": 0.61, "roc_auc": 0.86, "calibration_error": 0.04, "base_rate": 0.22,
+    "mean_probability": 0.24, "model_versions": "3",
+}  # fmt: skip
+RELIABILITY = {
+    "kind": "replayed", "start": "2025-12-06", "end": "2026-01-04", "n": 1200,
+    "bins": [{"lower": 0.0, "upper": 0.1, "n": 800, "mean_probability": 0.04,
+              "observed_frequency": 0.05}],
+}  # fmt: skip
+DRIFT_ROW = {
+    "cycle_date": "2026-01-04", "computed_at": "2026-01-04T06:00:00+00:00", "drift_share": 0.25,
+    "n_drifted": 5, "n_columns": 20, "drifted_columns": ["Humidity3pm"], "dataset_drift": False,
+    "run_id": "r1",
+}  # fmt: skip
+DECISION = {
+    "decided_at": "2026-01-04T06:10:00+00:00", "action": "promote", "decision": "promoted",
+    "candidate_version": "3", "champion_before": "2", "champion_after": "3",
+    "candidate_f1": 0.62, "champion_f1": 0.6,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("call", "path", "body"),
+    [
+        (lambda c: c.monitor_scores(), "/monitor/scores?kind=all",
+         {"model_name": "rain-tomorrow", "rows": [SCORE_ROW]}),
+        (lambda c: c.monitor_scores("live"), "/monitor/scores?kind=live",
+         {"model_name": "rain-tomorrow", "rows": []}),
+        (lambda c: c.monitor_reliability(), "/monitor/reliability?window_days=30&bins=10",
+         RELIABILITY),
+        (lambda c: c.monitor_reliability("live", window_days=7, bins=5),
+         "/monitor/reliability?window_days=7&bins=5&kind=live", RELIABILITY),
+        (lambda c: c.monitor_drift(), "/monitor/drift", {"rows": [DRIFT_ROW]}),
+        (lambda c: c.monitor_champions(), "/monitor/champions",
+         {"model_name": "rain-tomorrow", "current": "3", "rows": [DECISION]}),
+    ],
+    ids=["scores", "scores-live", "reliability", "reliability-args", "drift", "champions"],
+)  # fmt: skip
+def test_monitor_endpoints_get_with_the_token_and_return_the_body(
+    fake: FakeApi,
+    client: ApiClient,
+    call: Callable[[ApiClient], dict[str, Any]],
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    fake.replies[path] = (200, {}, body)
+    assert call(client) == body
+    ((method, sent_path, headers, sent),) = fake.requests
+    assert (method, sent_path, sent) == ("GET", path, None)
+    assert headers["Authorization"] == "Bearer tok"
+
+
+MONITOR_CALLS = {
+    "/monitor/scores?kind=all": lambda c: c.monitor_scores(),
+    "/monitor/reliability?window_days=30&bins=10": lambda c: c.monitor_reliability(),
+    "/monitor/drift": lambda c: c.monitor_drift(),
+    "/monitor/champions": lambda c: c.monitor_champions(),
+}
+
+
+@pytest.mark.parametrize("path", list(MONITOR_CALLS))
+@pytest.mark.parametrize(
+    ("status", "body", "error", "text"),
+    [
+        (401, {"detail": "token expired"}, SessionExpired, "session expired"),
+        (403, {"detail": "forbidden"}, Forbidden, "not allowed"),
+        (422, {"detail": "window_days must be between 1 and 366"}, InvalidInput,
+         "(request): window_days must be between 1 and 366"),
+        (503, {"detail": "the raw store cannot be reached"}, ApiUnavailable,
+         "not ready: the raw store cannot be reached"),
+        (200, {"model_name": "rain-tomorrow"}, ApiUnavailable, "unexpected answer"),
+    ],
+    ids=["401", "403", "422", "503", "no-rows"],
+)  # fmt: skip
+def test_monitor_failures_have_their_exception_and_message(
+    fake: FakeApi,
+    client: ApiClient,
+    path: str,
+    status: int,
+    body: Any,
+    error: type[ApiError],
+    text: str,
+) -> None:
+    fake.replies[path] = (status, {}, body)
+    with pytest.raises(error) as caught:
+        MONITOR_CALLS[path](client)
+    assert text in str(caught.value)
+
+
+def test_a_slow_monitor_endpoint_times_out(fake: FakeApi, client: ApiClient) -> None:
+    fake.replies["/monitor/drift"] = (200, {}, {"rows": []})
+    fake.delay_s = 1.0
+    client.timeout = 0.2
+    with pytest.raises(ApiUnavailable, match=r"did not answer within 0\.2 s"):
+        client.monitor_drift()

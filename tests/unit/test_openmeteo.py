@@ -480,3 +480,141 @@ def test_unknown_station_and_reversed_range_are_rejected(
     with make_source(fake, tmp_path) as source, pytest.raises(ValueError, match="after"):
         source.fetch(date(2024, 6, 16), date(2024, 6, 15))
     assert fake.requests == []
+
+
+# --------------------------------------------------------------------------- upstream hygiene
+
+
+def _bounded(fake: FakeOpenMeteo, home: Path, **settings: object) -> OpenMeteoSource:
+    """A source with small, explicit bounds (each test says which one it exercises)."""
+    values: dict[str, object] = {
+        "openmeteo_url": fake.forecast_url,
+        "openmeteo_archive_url": fake.archive_url,
+        "home": home,
+        "http_retries": 2,
+        "http_timeout_s": 5,
+        **settings,
+    }
+    return OpenMeteoSource(Settings(**values), ["Sydney"], today=TODAY, backoff_factor=0)
+
+
+DAY = date(2024, 6, 15)
+
+
+def test_a_broken_200_reply_is_retried_and_never_cached(
+    fake: FakeOpenMeteo, tmp_path: Path
+) -> None:
+    fake.broken_body = 1  # the first reply is cut off mid-JSON, the second is fine
+    with _bounded(fake, tmp_path) as source:
+        df = source.fetch(DAY, DAY)
+    assert len(fake.requests) == 2 and df["Rainfall"].notna().all()
+    with _bounded(fake, tmp_path) as source:  # the good reply was cached, not the broken one
+        pd.testing.assert_frame_equal(source.fetch(DAY, DAY), df)
+    assert len(fake.requests) == 2
+
+
+def test_a_persistently_broken_reply_fails_and_the_next_fetch_asks_again(
+    fake: FakeOpenMeteo, tmp_path: Path
+) -> None:
+    fake.broken_body = 1000
+    with (
+        _bounded(fake, tmp_path) as source,
+        pytest.raises(SourceUnavailableError, match=r"127\.0\.0\.1.*not JSON"),
+    ):
+        source.fetch(DAY, DAY)
+    assert len(fake.requests) == 3  # first try + http_retries=2
+    fake.broken_body = 0
+    with _bounded(fake, tmp_path) as source:
+        assert source.fetch(DAY, DAY)["Rainfall"].notna().all()
+    assert len(fake.requests) == 4  # nothing broken was served from the cache
+
+
+def test_a_reply_that_does_not_parse_is_not_cached(fake: FakeOpenMeteo, tmp_path: Path) -> None:
+    fake.wrong_units = 1  # valid JSON, but wind in m/s: parsing refuses it
+    with (
+        _bounded(fake, tmp_path) as source,
+        pytest.raises(SourceUnavailableError, match=r"m/s.*not cached"),
+    ):
+        source.fetch(DAY, DAY)
+    with _bounded(fake, tmp_path) as source:
+        assert source.fetch(DAY, DAY)["WindSpeed9am"].notna().all()
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("no_length", [False, True], ids=["content-length", "close-delimited"])
+def test_an_oversized_reply_is_refused_and_not_cached(
+    fake: FakeOpenMeteo, tmp_path: Path, no_length: bool
+) -> None:
+    fake.pad_bytes, fake.no_length = 300_000, no_length
+    with (
+        _bounded(fake, tmp_path, http_max_reply_bytes=200_000) as source,
+        pytest.raises(SourceUnavailableError, match=r"over 200000 bytes"),
+    ):
+        source.fetch(DAY, DAY)
+    assert len(fake.requests) == 1  # a reply too large is not retried
+    fake.pad_bytes = 0
+    with _bounded(fake, tmp_path, http_max_reply_bytes=200_000) as source:
+        assert source.fetch(DAY, DAY)["Rainfall"].notna().all()
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("mode", ["hang", "trickle"])
+@pytest.mark.timeout(60)
+def test_a_hanging_server_fails_by_the_deadline(
+    fake: FakeOpenMeteo, tmp_path: Path, mode: str
+) -> None:
+    setattr(fake, mode, True)  # hang: never answers; trickle: a byte a second, forever
+    started = time_module.monotonic()
+    with (
+        _bounded(fake, tmp_path, http_deadline_s=3, http_timeout_s=2) as source,
+        pytest.raises(SourceUnavailableError, match=r"127\.0\.0\.1.*3 s deadline"),
+    ):
+        source.fetch(DAY, DAY)
+    assert time_module.monotonic() - started < 3 + 1.5
+
+
+def test_default_bounds_stay_within_a_minute() -> None:
+    s = Settings()
+    assert s.http_deadline_s <= 60
+    assert s.http_connect_timeout_s < s.http_deadline_s and s.http_timeout_s < s.http_deadline_s
+
+
+def test_an_unresolvable_host_fails_at_once_without_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+    calls: list[str] = []
+
+    def resolve(host: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if str(host).endswith(".invalid"):
+            calls.append(str(host))
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    settings = Settings(
+        openmeteo_url="http://api.raincast-test.invalid/v1/forecast",
+        openmeteo_archive_url="http://archive.raincast-test.invalid/v1/archive",
+        home=tmp_path,
+    )  # default retries (5) and back-off (1 s, doubling): a retried failure takes ~31 s
+    started = time_module.monotonic()
+    with (
+        OpenMeteoSource(settings, ["Sydney"], today=TODAY) as source,
+        pytest.raises(SourceUnavailableError, match=r"cannot be resolved \(DNS\)"),
+    ):
+        source.fetch(DAY, DAY)
+    assert time_module.monotonic() - started < 2
+    assert calls == ["archive.raincast-test.invalid"]  # one lookup, no retry
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
+    fake: FakeOpenMeteo, tmp_path: Path
+) -> None:
+    fake.fail_429, fake.retry_after = 5, "3600"
+    started = time_module.monotonic()
+    with (
+        _bounded(fake, tmp_path, http_deadline_s=10) as source,
+        pytest.raises(SourceUnavailableError, match=r"HTTP 429.*deadline"),
+    ):
+        source.fetch(DAY, DAY)
+    assert time_module.monotonic() - started < 2 and len(fake.requests) == 1

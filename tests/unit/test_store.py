@@ -7,7 +7,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -87,11 +86,40 @@ def test_changed_value_updates_only_that_row(engine: sa.Engine, raw_rows: RawRow
     pd.testing.assert_frame_equal(after.loc[others], before.loc[others])
 
 
-def test_a_value_becoming_missing_is_an_update(engine: sa.Engine) -> None:
-    store.upsert_observations(engine, _frame(_row(D1, MinTemp=10.0)), "s", "run-1")
-    res = store.upsert_observations(engine, _frame(_row(D1, MinTemp=None)), "s", "run-2")
-    assert res.updated == 1
-    assert np.isnan(store.read_observations(engine)["MinTemp"].iloc[0])
+def test_an_upsert_never_replaces_an_observed_value_with_a_missing_one(engine: sa.Engine) -> None:
+    store.upsert_observations(engine, _frame(_row(D1, MinTemp=10.0, MaxTemp=20.0)), "s", "run-1")
+    before = store.read_observations(engine)
+    # MaxTemp changes (an update) but MinTemp would be erased: the row is refused whole.
+    res = store.upsert_observations(
+        engine, _frame(_row(D1, MinTemp=None, MaxTemp=21.0)), "s", "run-2"
+    )
+    assert (res.inserted, res.updated, res.unchanged) == (0, 0, 0)
+    assert not res.changed
+    assert res.refused[[schema.DATE, schema.LOCATION, "check"]].values.tolist() == [
+        [D1, "Sydney", "erase:stored"]
+    ]
+    assert "would replace stored MinTemp with missing values" in res.refused["reason"].iloc[0]
+    pd.testing.assert_frame_equal(store.read_observations(engine), before)
+
+
+def test_a_missing_value_becoming_observed_is_an_update(engine: sa.Engine) -> None:
+    store.upsert_observations(engine, _frame(_row(D1, MinTemp=None)), "s", "run-1")
+    res = store.upsert_observations(engine, _frame(_row(D1, MinTemp=9.5)), "s", "run-2")
+    assert res.updated == 1 and res.refused.empty
+    assert store.read_observations(engine)["MinTemp"].iloc[0] == 9.5
+
+
+def test_a_refused_row_does_not_block_the_rest_of_the_batch(engine: sa.Engine) -> None:
+    store.upsert_observations(engine, _frame(_row(D1, "Sydney", Temp9am=15.0)), "s", "run-1")
+    res = store.upsert_observations(
+        engine,
+        _frame(_row(D1, "Sydney", Temp9am=None), _row(D1, "Perth", Temp9am=22.0)),
+        "s",
+        "run-2",
+    )
+    assert (res.inserted, len(res.refused)) == (1, 1)
+    obs = store.read_observations(engine).set_index(schema.LOCATION)
+    assert obs.loc["Sydney", "Temp9am"] == 15.0 and obs.loc["Perth", "Temp9am"] == 22.0
 
 
 def test_empty_batch_is_a_no_op(engine: sa.Engine) -> None:
@@ -294,3 +322,144 @@ def test_connect_creates_the_sqlite_folder(tmp_path: Path) -> None:
     assert store.date_range(engine) is None
     store.upsert_observations(engine, _frame(_row(D1), _row(D3)), "s", "run-1")
     assert store.date_range(engine) == (date(2020, 1, 1), date(2020, 1, 3))
+
+
+def _open_and_write(url: str, n: int) -> str:
+    try:
+        engine = store.connect(url)
+        store.upsert_observations(engine, _frame(_row(date(2020, 2, n))), "s", f"run-{n}")
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+    except Exception as err:  # reported to the parent, which asserts on it
+        return f"{type(err).__name__}: {err}"
+
+
+def test_processes_opening_one_new_sqlite_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """A new file in rollback mode answers a racing lock upgrade with "database is locked"
+    at once (no busy wait); connect() takes turns on a setup lock beside the file."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        for attempt in range(5):
+            url = f"sqlite:///{tmp_path}/{attempt}/s.db"
+            answers = pool.starmap(_open_and_write, [(url, n) for n in range(1, 5)], chunksize=1)
+            assert answers == ["wal"] * 4, answers
+            assert store.count_rows(store.connect(url)) == 4
+
+
+# --- provenance: one kind of data per store ----------------------------------------------
+
+
+def test_synthetic_rows_are_refused_by_a_store_of_real_rows(
+    engine: sa.Engine, raw_rows: RawRows
+) -> None:
+    store.upsert_observations(engine, raw_rows(n_days=2), "replay", "real-1")
+    before = store.read_observations(engine)
+    with pytest.raises(store.SourceMixError) as err:
+        store.upsert_observations(
+            engine, raw_rows(n_days=1, start=date(2020, 1, 3)), "synthetic", "syn-1"
+        )
+    msg = str(err.value)
+    assert "holds real observations (source: replay)" in msg
+    assert "refusing to add synthetic rows" in msg
+    assert "RAINCAST_HOME" in msg and "make clean" in msg and "RAINCAST_ALLOW_MIXED_SOURCES" in msg
+    pd.testing.assert_frame_equal(store.read_observations(engine), before)
+    assert store.read_state(engine).source_kind == "real"
+
+
+def test_real_rows_are_refused_by_a_store_of_synthetic_rows(
+    engine: sa.Engine, raw_rows: RawRows
+) -> None:
+    store.upsert_observations(engine, raw_rows(n_days=2), "synthetic", "syn-1")
+    for real in ("csv", "replay", "openmeteo"):
+        with pytest.raises(store.SourceMixError, match="holds synthetic observations"):
+            store.upsert_observations(engine, raw_rows(n_days=1), real, "real-1")
+    assert set(store.read_observations(engine)["source"]) == {"synthetic"}
+
+
+def test_real_sources_share_a_store(engine: sa.Engine, raw_rows: RawRows) -> None:
+    store.upsert_observations(engine, raw_rows(n_days=1), "csv", "a")
+    store.upsert_observations(engine, raw_rows(n_days=1, start=date(2020, 1, 2)), "openmeteo", "b")
+    obs = store.read_observations(engine)
+    assert obs.groupby(schema.DATE)["source"].first().tolist() == ["csv", "openmeteo"]
+
+
+def test_a_store_written_before_its_state_row_is_judged_by_its_rows(
+    engine: sa.Engine, raw_rows: RawRows
+) -> None:
+    store.upsert_observations(engine, raw_rows(n_days=1), "csv", "a")
+    with engine.begin() as conn:  # as an older raincast left it
+        conn.execute(sa.delete(store.store_state))
+    assert store.stored_kind(engine) == "real"
+    with pytest.raises(store.SourceMixError):
+        store.upsert_observations(engine, raw_rows(n_days=1), "synthetic", "b")
+
+
+def test_mixing_on_purpose_never_labels_across_kinds(engine: sa.Engine) -> None:
+    store.upsert_observations(engine, _frame(_row(D1, rainfall=0.0)), "synthetic", "syn")
+    res = store.upsert_observations(
+        engine, _frame(_row(D2, rainfall=9.0), _row(D3, rainfall=0.0)), "csv", "real",
+        allow_mixed=True,
+    )  # fmt: skip
+    assert res.inserted == 2
+    labels = _labels(engine)
+    assert labels[(D1, "Sydney")] is None  # a synthetic day never takes a real day's rain
+    assert labels[(D2, "Sydney")] == "No"  # real D2 from real D3
+    assert store.read_state(engine).source_kind == "mixed"
+
+
+def test_the_revision_counts_changes_only(engine: sa.Engine, raw_rows: RawRows) -> None:
+    assert store.read_state(engine).revision == 0
+    batch = raw_rows(n_days=2)
+    store.upsert_observations(engine, batch, "synthetic", "r1")
+    store.upsert_observations(engine, batch, "synthetic", "r2")  # no-op
+    assert store.read_state(engine) == store.StoreState("synthetic", 1, "r1")
+    changed = batch.copy()
+    changed.loc[0, "MaxTemp"] += 1
+    store.upsert_observations(engine, changed, "synthetic", "r3")
+    assert store.read_state(engine) == store.StoreState("synthetic", 2, "r3")
+
+
+# --- concurrency --------------------------------------------------------------------------
+
+
+def test_two_upserts_of_one_day_at_once_never_collide(
+    tmp_path: Path, raw_rows: RawRows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upsert reads what it compares against inside its write transaction: a second
+    writer waits for the first to commit, then finds its rows (no duplicate key, nothing
+    lost). Reading outside the transaction, both see an empty day and the slower one
+    fails on the primary key."""
+    url = f"sqlite:///{tmp_path}/race.db"
+    batch = raw_rows(n_days=1)
+    first_has_read = threading.Event()
+    real_read = store._read_observations
+
+    def slow_read(*args: object, **kwargs: object) -> pd.DataFrame:
+        out = real_read(*args, **kwargs)  # type: ignore[arg-type]
+        if threading.current_thread().name == "first":
+            first_has_read.set()
+            time.sleep(0.5)  # the second writer gets every chance to overtake here
+        return out
+
+    monkeypatch.setattr(store, "_read_observations", slow_read)
+    results: dict[str, store.UpsertResult] = {}
+    errors: dict[str, BaseException] = {}
+
+    def upsert(name: str) -> None:
+        try:
+            results[name] = store.upsert_observations(store.connect(url), batch, "synthetic", name)
+        except BaseException as err:  # reported by the assertion below
+            errors[name] = err
+
+    first = threading.Thread(target=upsert, args=("first",), name="first")
+    second = threading.Thread(target=upsert, args=("second",), name="second")
+    first.start()
+    assert first_has_read.wait(10)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert errors == {}
+    assert results["first"].inserted == len(batch)
+    assert (results["second"].inserted, results["second"].unchanged) == (0, len(batch))
+    assert store.count_rows(store.connect(url)) == len(batch)

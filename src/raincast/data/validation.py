@@ -1,7 +1,14 @@
 """Validation of a fetched batch: every row is either accepted or quarantined with a reason.
 
-Rules come from schema.py (ranges, compass, stations) and are expressed as pandera
-schemas; the only hand-written parts are the row bookkeeping and the duplicate rule.
+Validation judges what the source sent: a file source hands over text, so parsing is
+part of validation. A value that is not a number, a Date that is not a real ISO day, a
+line with the wrong number of fields (``schema.PARSE_PROBLEM``) and a row that observes
+nothing are quarantined with their raw values, never turned into missing values.
+
+Value rules come from schema.py (ranges, compass, stations) and are expressed as pandera
+schemas; numbers are parsed column-wise (pyarrow's cast, pandas for the rare dirty
+column) and the rules that span cells or rows (freshness, calm wind, duplicates, empty
+rows) are vectorised frame checks.
 """
 
 from __future__ import annotations
@@ -9,7 +16,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -25,6 +34,10 @@ _CALM_PAIRS: tuple[tuple[str, str], ...] = (
     ("WindSpeed9am", "WindDir9am"),
     ("WindSpeed3pm", "WindDir3pm"),
 )
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+_EXTRA_COLUMNS = (schema.PARSE_PROBLEM, schema.RAW_RECORD)
+
+Failure = tuple[int, str, str]  # (row index, check, reason)
 
 
 @dataclass(frozen=True)
@@ -42,16 +55,6 @@ class ValidationResult:
 
     def worst_checks(self, n: int = 3) -> list[tuple[str, int]]:
         return sorted(self.check_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-
-
-def _type_schema() -> pa.DataFrameSchema:
-    cols: dict[str, pa.Column] = {
-        c: pa.Column(float, nullable=True, coerce=True) for c in schema.NUMERIC_COLUMNS
-    }
-    # Date is parsed strictly as ISO by schema.conform; unparseable dates are caught there.
-    cols[schema.DATE] = pa.Column(nullable=False)
-    cols[schema.LOCATION] = pa.Column(nullable=False)
-    return pa.DataFrameSchema(cols, strict=False)
 
 
 def _value_schema() -> pa.DataFrameSchema:
@@ -89,12 +92,12 @@ def _reason(name: str, column: str, value: object) -> str:
         return f"{column}={value!r} is not one of the {len(schema.stations())} stations"
     if kind == "category":
         return f"{column}={value!r} is not an allowed value"
-    if kind == "type":
-        return f"{column}={value!r} is not a number/date"
+    if kind == "missing":
+        return f"{column} is missing"
     return f"{column}={value!r} fails {name}"
 
 
-def _failures(s: pa.DataFrameSchema, df: pd.DataFrame) -> list[tuple[int, str, str]]:
+def _failures(s: pa.DataFrameSchema, df: pd.DataFrame) -> list[Failure]:
     """(row index, check, reason) for every failing cell; whole-frame errors raise."""
     try:
         s.validate(df, lazy=True)
@@ -109,15 +112,56 @@ def _failures(s: pa.DataFrameSchema, df: pd.DataFrame) -> list[tuple[int, str, s
     return []
 
 
-def _frame_failures(df: pd.DataFrame, start: date, end: date) -> list[tuple[int, str, str]]:
-    """Freshness, calm-wind and duplicate rules, which span cells or rows."""
-    out: list[tuple[int, str, str]] = []
-    for i in df.index[df[schema.DATE].isna()]:
-        out.append((i, "type:Date", "Date is not an ISO date (YYYY-MM-DD)"))
+def _as_float(col: pd.Series) -> np.ndarray:
+    """A column as float64 (NaN where missing or not a number). Text goes through
+    pyarrow's vectorised cast; only a column holding a non-number falls back to pandas."""
+    if col.dtype.kind in "fiub":
+        return col.to_numpy(dtype="float64", na_value=np.nan)
+    import pyarrow as pyarrow
+    import pyarrow.compute as pc
+
+    try:
+        cast = pc.cast(pyarrow.array(col, from_pandas=True), pyarrow.float64())
+        return np.asarray(cast.to_numpy(zero_copy_only=False), dtype="float64")
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, pyarrow.ArrowNotImplementedError):
+        return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _parse(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Failure]]:
+    """The batch with numbers parsed (float64) and each parse failure: a line the source
+    could not split into the schema, a non-number in a numeric column (the text "nan"
+    included), a missing or impossible Date."""
+    out: list[Failure] = []
+    if schema.PARSE_PROBLEM in raw.columns:
+        for i, problem in raw[schema.PARSE_PROBLEM].dropna().items():
+            out.append((int(i), "arity:row", str(problem)))
+    typed = raw.loc[:, list(schema.COLUMNS)].copy()
+    for c in schema.NUMERIC_COLUMNS:
+        values = _as_float(raw[c])
+        bad = raw[c].notna().to_numpy() & np.isnan(values)
+        for i in np.flatnonzero(bad):
+            value = raw[c].iat[i]
+            out.append((int(raw.index[i]), f"type:{c}", f"{c}={value!r} is not a number"))
+        typed[c] = values
+    text = raw[schema.DATE].astype("string")
+    iso = text.str.fullmatch(_ISO_DATE).fillna(False).astype(bool)
+    parsed = pd.to_datetime(text.where(iso), format="%Y-%m-%d", errors="coerce")
+    for i in raw.index[text.isna().to_numpy()]:
+        out.append((int(i), "missing:Date", "Date is missing"))
+    for i in raw.index[(text.notna() & parsed.isna()).to_numpy()]:
+        out.append((int(i), "type:Date", f"Date={text[i]!r} is not a valid ISO date (YYYY-MM-DD)"))
+    return typed, out
+
+
+def _frame_failures(df: pd.DataFrame, start: date, end: date) -> list[Failure]:
+    """Freshness, empty-row, calm-wind and duplicate rules, which span cells or rows."""
+    out: list[Failure] = []
     dates = pd.to_datetime(df[schema.DATE]).dt.date
-    known = df[schema.DATE].notna()
-    for i in df.index[known & ((dates < start) | (dates > end))]:
+    for i in df.index[(dates < start) | (dates > end)]:
         out.append((i, "freshness:Date", f"Date {dates[i]} outside requested {start}..{end}"))
+    empty = df[list(schema.OBSERVED_COLUMNS)].isna().all(axis=1)
+    for i in df.index[empty]:
+        out.append((i, "empty:row", "no observations: every measured column is missing"))
     for speed, direction in _CALM_PAIRS:
         calm = (df[speed] == 0) & df[direction].notna()
         for i in df.index[calm]:
@@ -135,6 +179,40 @@ def _frame_failures(df: pd.DataFrame, start: date, end: date) -> list[tuple[int,
     return out
 
 
+def _payload(row: pd.Series) -> str:
+    """The row as sent, as JSON (the parse-problem columns only when set)."""
+    body: dict[str, Any] = {}
+    for k, v in row.items():
+        missing = v is None or (not isinstance(v, str) and bool(pd.isna(v)))
+        if k in _EXTRA_COLUMNS and missing:
+            continue
+        body[str(k)] = None if missing else v
+    return json.dumps(body, default=str)
+
+
+def quarantine_records(raw: pd.DataFrame, reasons: dict[int, list[tuple[str, str]]]) -> list[dict]:
+    """Quarantine rows (Date, Location, check, reason, payload) for the rows of ``raw``
+    named in ``reasons``; checks are joined with ',' and reasons with '; '."""
+    records = []
+    for i in sorted(reasons):
+        row = raw.loc[i]
+        checks = sorted({c for c, _ in reasons[i]})
+        date_value, location = row[schema.DATE], row[schema.LOCATION]
+        records.append(
+            {
+                schema.DATE: None if pd.isna(date_value) else str(date_value),
+                schema.LOCATION: None if pd.isna(location) else str(location),
+                "check": ",".join(checks),
+                "reason": "; ".join(dict.fromkeys(r for _, r in reasons[i])),
+                "payload": _payload(row),
+            }
+        )
+    return records
+
+
+QUARANTINE_COLUMNS = [schema.DATE, schema.LOCATION, "check", "reason", "payload"]
+
+
 def validate_batch(raw: pd.DataFrame, start: date, end: date) -> ValidationResult:
     """Split ``raw`` into accepted rows (conformed) and quarantined rows (raw, with reasons).
 
@@ -147,41 +225,24 @@ def validate_batch(raw: pd.DataFrame, start: date, end: date) -> ValidationResul
     raw = raw.reset_index(drop=True)
     reasons: dict[int, list[tuple[str, str]]] = {}
 
-    def note(items: list[tuple[int, str, str]]) -> None:
+    def note(items: list[Failure]) -> None:
         for i, check, reason in items:
             reasons.setdefault(i, []).append((check, reason))
 
-    note(_failures(_type_schema(), raw))
-    typed_ok = raw.drop(index=list(reasons))
+    typed, parse_failures = _parse(raw)
+    note(parse_failures)
+    typed_ok = typed.drop(index=list(reasons))
     conformed = schema.conform(typed_ok).set_axis(typed_ok.index)
     note(_failures(_value_schema(), conformed))
     note(_frame_failures(conformed, start, end))
 
-    bad = sorted(reasons)
     counts: dict[str, int] = {}
-    records = []
-    for i in bad:
-        checks = sorted({c for c, _ in reasons[i]})
-        for c in checks:
+    for i in reasons:
+        for c in {c for c, _ in reasons[i]}:
             counts[c] = counts.get(c, 0) + 1
-        row = raw.loc[i]
-        records.append(
-            {
-                schema.DATE: None if pd.isna(row[schema.DATE]) else str(row[schema.DATE]),
-                schema.LOCATION: None
-                if pd.isna(row[schema.LOCATION])
-                else str(row[schema.LOCATION]),
-                "check": ",".join(checks),
-                "reason": "; ".join(dict.fromkeys(r for _, r in reasons[i])),
-                "payload": json.dumps(
-                    {k: (None if pd.isna(v) else v) for k, v in row.items()}, default=str
-                ),
-            }
-        )
-    quarantined = pd.DataFrame(
-        records, columns=[schema.DATE, schema.LOCATION, "check", "reason", "payload"]
-    )
-    accepted = conformed.drop(index=[i for i in bad if i in conformed.index]).reset_index(drop=True)
+    quarantined = pd.DataFrame(quarantine_records(raw, reasons), columns=QUARANTINE_COLUMNS)
+    bad = [i for i in reasons if i in conformed.index]
+    accepted = conformed.drop(index=bad).reset_index(drop=True)
     result = ValidationResult(accepted, quarantined, rows_in=len(raw), check_counts=counts)
     if len(result.accepted) + len(result.quarantined) != result.rows_in:  # never lose a row
         raise AssertionError(

@@ -10,7 +10,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import precision_recall_curve
 
-from raincast.features import build_features, label_vector
+from raincast.features import FEATURE_COLUMNS, FEATURE_TYPES, label_vector, model_matrix
 from raincast.params import TrainParams
 
 #: Keys of params.train.xgb that are sklearn-style names, mapped to native booster names.
@@ -49,15 +49,28 @@ def booster_params(params: TrainParams) -> tuple[dict[str, Any], int]:
     return native, rounds
 
 
+#: How every XGBoost matrix names and types the model matrix's columns.
+_MATRIX_META: dict[str, Any] = {
+    "feature_names": list(FEATURE_COLUMNS),
+    "feature_types": list(FEATURE_TYPES),
+    "enable_categorical": True,
+}
+
+
 def quantile_matrix(frame: pd.DataFrame, native: dict[str, Any]) -> xgb.QuantileDMatrix:
     """Training matrix of labelled raw rows, binned with the booster's ``max_bin`` (XGBoost
     refuses to train when the matrix and the booster disagree on it)."""
     return xgb.QuantileDMatrix(
-        build_features(frame),
+        model_matrix(frame),
         label_vector(frame),
-        enable_categorical=True,
         max_bin=int(native.get("max_bin", 256)),
+        **_MATRIX_META,
     )
+
+
+def dmatrix(raw: pd.DataFrame, labelled: bool = False) -> xgb.DMatrix:
+    """Plain matrix of raw rows (for evaluation and prediction); labels when asked."""
+    return xgb.DMatrix(model_matrix(raw), label_vector(raw) if labelled else None, **_MATRIX_META)
 
 
 def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -72,9 +85,7 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, params: TrainParams) -> F
     """Fit on ``train`` with early stopping and threshold tuning on ``validation``."""
     native, rounds = booster_params(params)
     dtrain = quantile_matrix(train, native)
-    dval = xgb.DMatrix(
-        build_features(validation), label_vector(validation), enable_categorical=True
-    )
+    dval = dmatrix(validation, labelled=True)
     booster = xgb.train(
         native,
         dtrain,
@@ -101,4 +112,4 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, params: TrainParams) -> F
 
 def predict_proba(booster: xgb.Booster, raw: pd.DataFrame) -> np.ndarray:
     """P(RainTomorrow = Yes) for raw weatherAUS rows."""
-    return booster.predict(xgb.DMatrix(build_features(raw), enable_categorical=True))
+    return booster.predict(dmatrix(raw))

@@ -9,7 +9,9 @@ ones); we keep that choice and read every column's verdict from the metric it re
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -113,3 +115,23 @@ def detect_drift(
         current_rows=len(current),
         html=snapshot.get_html_str(as_iframe=False),
     )
+
+
+def result_row(
+    body: dict[str, Any], cycle_date: date, run_id: str, computed_at: datetime
+) -> dict[str, Any]:
+    """The `drift_results` row of one cycle from the drift stage's summary (drift.json)."""
+    drifted = list(body["drifted_columns"])
+    return {
+        "cycle_date": cycle_date,
+        "run_id": run_id,
+        "computed_at": computed_at,
+        "drift_share": float(body["drift_share"]),
+        "n_drifted": len(drifted),
+        "n_columns": len(body.get("columns") or {}),
+        "drifted_columns": json.dumps(drifted),
+        "dataset_drift": bool(body["drift_detected"]),
+        "share_threshold": body.get("share_threshold"),
+        "reference_window": body.get("reference_window"),
+        "current_window": body.get("current_window"),
+    }

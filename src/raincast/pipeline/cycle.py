@@ -1,22 +1,37 @@
 """One full daily cycle (the README's first command): history if needed, fetch, validate,
-dvc repro, dvc push, promote."""
+dvc repro, dvc push, promote, replay (the champion's replayed window for Monitor).
+
+The cycle holds the store lock (store.store_lock) from its first read of the store to
+the promotion, so a second `raincast run` or a DAG's `validate` waits for it (or is
+refused with a clear message) instead of interleaving with it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raincast.data import store
 from raincast.params import Params
 from raincast.pipeline import ingest
-from raincast.pipeline.promotion import PromotionOutcome, promote
 from raincast.settings import Settings
-from raincast.sources import Source, SourceUnavailableError
+from raincast.sources import Source, SourceUnavailableError, default_date, history_start
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from raincast.params import PromoteParams, ReplayParams
+    from raincast.pipeline.promotion import PromotionOutcome
+    from raincast.pipeline.replay import ReplayReport
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +44,73 @@ class CycleReport:
     day_rows: int
     promotion: PromotionOutcome
     fell_back: bool
+    replay: ReplayReport | None = None
+    #: Why no replayed window was written (e.g. no champion); empty when it was.
+    replay_skipped: str = ""
 
 
-def default_date(source: Source) -> date:
-    """File sources default to their last date; live ones to today."""
-    last = getattr(source, "last_date", None)
-    return last() if callable(last) else date.today()
+__all__ = ["CycleReport", "Progress", "default_date", "dvc", "promote", "replay", "run_cycle"]
+
+
+def promote(settings: Settings, params: PromoteParams, drift_mode: str) -> PromotionOutcome:
+    """pipeline.promotion.promote, imported when the cycle gets there: MLflow and
+    scikit-learn cost ~3 s of imports that fetch, validate and a fallback need not wait for."""
+    from raincast.pipeline.promotion import promote as promote_now
+
+    return promote_now(settings, params, drift_mode=drift_mode)
+
+
+def replay(settings: Settings, params: ReplayParams) -> tuple[ReplayReport | None, str]:
+    """The champion's replayed window (pipeline.replay); ``(None, reason)`` when there is
+    nothing to replay with or on (no champion, no labelled day): a skip, not a failure."""
+    from raincast.pipeline.batch import NoChampionError, NoObservationsError
+    from raincast.pipeline.replay import replay as replay_now
+
+    try:
+        report = replay_now(settings, params)
+    except (NoChampionError, NoObservationsError) as err:
+        log.warning("replay skipped: %s", err)
+        return None, str(err)
+    return report, "" if report.written else report.reason
+
+
+@dataclass
+class Progress:
+    """Reports each step of a cycle with the time since the cycle started (`raincast run`
+    prints them; the DAGs pass none). ``report`` gets one line per event."""
+
+    report: Callable[[str], None] = field(default=lambda line: None)
+    started: float = field(default_factory=time.monotonic)
+    _step: tuple[str, float] | None = None
+
+    def step(self, name: str) -> None:
+        """``name`` starts now (and the step before it ends)."""
+        self.done()
+        now = time.monotonic()
+        self._step = (name, now)
+        self.report(f"[{now - self.started:6.1f} s] {name} ...")
+
+    def done(self) -> None:
+        """The current step ended."""
+        if self._step is not None:
+            name, since = self._step
+            now = time.monotonic()
+            self.report(f"[{now - self.started:6.1f} s] {name} done in {now - since:.1f} s")
+            self._step = None
+
+    def dvc_line(self, line: str) -> None:
+        """Follow `dvc repro`'s output: one step per stage it runs or skips."""
+        if m := _DVC_RUNNING.search(line):
+            self.step(f"dvc stage {m.group(1)}")
+        elif m := _DVC_SKIPPED.search(line):
+            self.done()
+            self.report(
+                f"[{time.monotonic() - self.started:6.1f} s] dvc stage {m.group(1)} unchanged"
+            )
+
+
+_DVC_RUNNING = re.compile(r"Running stage '([^']+)'")
+_DVC_SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 
 
 def _tool_env() -> dict[str, str]:
@@ -43,29 +119,31 @@ def _tool_env() -> dict[str, str]:
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
-def dvc(project_dir: Path, *args: str) -> str:
+def dvc(project_dir: Path, *args: str, on_line: Callable[[str], None] | None = None) -> str:
     """Run a dvc command in the project and return its output; a failure raises with
-    dvc's own message."""
+    dvc's own message. ``on_line`` sees each output line as dvc prints it."""
     cmd = [str(Path(sys.executable).parent / "dvc"), *args]
-    proc = subprocess.run(cmd, cwd=project_dir, env=_tool_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        )
-    log.info("dvc %s: %s", " ".join(args), proc.stdout.strip().splitlines()[-1:] or "ok")
-    return proc.stdout
-
-
-def _history_start(source: Source, logical_date: date, params: Params) -> date:
-    if hasattr(source, "frame"):  # csv/replay: every row before the logical date
-        return date.fromisoformat(str(source.frame["Date"].min()))  # type: ignore[attr-defined]
-    days = (
-        params.history.openmeteo_days
-        if source.name == "openmeteo"
-        else params.history.synthetic_days
+    proc = subprocess.Popen(
+        cmd,
+        cwd=project_dir,
+        env=_tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream: dvc's lines and the stages' logs in order
+        text=True,
     )
-    return logical_date - timedelta(days=days)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+    stdout = "".join(lines)
+    if proc.wait() != 0:
+        raise RuntimeError(
+            f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{stdout[-6000:]}"
+        )
+    log.info("dvc %s: %s", " ".join(args), stdout.strip().splitlines()[-1:] or "ok")
+    return stdout
 
 
 def _ingest(
@@ -87,17 +165,38 @@ def run_cycle(
     source: Source,
     logical_date: date,
     fallback: Source | None = None,
+    progress: Progress | None = None,
 ) -> CycleReport:
     """Bring the store up to ``logical_date`` and retrain/promote. ``fallback`` replaces an
-    unreachable source (only `raincast run` passes one; the DAGs never do)."""
+    unreachable source (only `raincast run` passes one; the DAGs never do), and only when
+    the store holds no rows of another kind: synthetic rows never go into a store of real
+    ones (store.SourceMixError says how to proceed). ``progress`` reports each step as it
+    starts and ends."""
+    progress = progress or Progress()
     engine = store.connect(settings.raw_store_url)
+    with store.store_lock(
+        engine, settings.lock_dir, settings.store_lock_timeout_s, f"run {logical_date}"
+    ):
+        return _run_locked(settings, params, engine, source, logical_date, fallback, progress)
+
+
+def _run_locked(
+    settings: Settings,
+    params: Params,
+    engine: sa.Engine,
+    source: Source,
+    logical_date: date,
+    fallback: Source | None,
+    progress: Progress,
+) -> CycleReport:
     fell_back = False
     history_rows = 0
     for attempt in range(2):
         try:
             if store.count_rows(engine) == 0:
-                start = _history_start(source, logical_date, params)
+                start = history_start(source, logical_date, params.history)
                 if start < logical_date:
+                    progress.step(f"history {start}..{logical_date - timedelta(days=1)}")
                     history_rows = _ingest(
                         settings,
                         params,
@@ -106,6 +205,7 @@ def run_cycle(
                         start,
                         run_id=f"history:{source.name}:{start}..{logical_date - timedelta(days=1)}",
                     )
+            progress.step(f"fetch + validate {logical_date}")
             day_rows = _ingest(
                 settings,
                 params,
@@ -118,6 +218,13 @@ def run_cycle(
         except SourceUnavailableError as err:
             if fallback is None or attempt:
                 raise
+            try:
+                store.check_source_kind(engine, fallback.name, settings.allow_mixed_sources)
+            except store.SourceMixError as mix:
+                raise store.SourceMixError(
+                    f"{source.name} is unreachable ({err}); not falling back to "
+                    f"{fallback.name} data: {mix}; or retry when {source.name} answers"
+                ) from None
             log.warning("!" * 72)
             log.warning("SOURCE %s UNREACHABLE (%s)", source.name.upper(), err)
             log.warning("FALLING BACK TO THE SYNTHETIC SOURCE: this run's data is NOT real weather")
@@ -125,11 +232,19 @@ def run_cycle(
             source, fell_back = fallback, True
     # A push is skipped only after a no-op repro and when the last push succeeded.
     pending = settings.state_dir / "dvc-push-pending"
-    repro = dvc(settings.project_dir, "repro")
+    progress.step("dvc repro: checking what changed")
+    repro = dvc(settings.project_dir, "repro", on_line=progress.dvc_line)
     if "up to date" not in repro.lower() or pending.exists():
+        progress.step("dvc push")
         pending.parent.mkdir(parents=True, exist_ok=True)
         pending.touch()
         dvc(settings.project_dir, "push")
         pending.unlink()
+    progress.step("promote")
     outcome = promote(settings, params.promote, drift_mode=params.drift.mode)
-    return CycleReport(source.name, logical_date, history_rows, day_rows, outcome, fell_back)
+    progress.step("replay")
+    replayed, skipped = replay(settings, params.replay)
+    progress.done()
+    return CycleReport(
+        source.name, logical_date, history_rows, day_rows, outcome, fell_back, replayed, skipped
+    )

@@ -59,6 +59,11 @@ def split(settings: Settings, params: Params) -> dict[str, Any]:
     summary = {
         "windows": windows.as_dict(),
         "rows": {"train": len(train), "validation": len(val), "test": len(test)},
+        # Provenance of every slice, for the lineage tags of the model trained on them.
+        "sources": {
+            name: sorted(set(part["source"].dropna())) if "source" in part else []
+            for name, part in (("train", train), ("validation", val), ("test", test))
+        },
     }
     _write_json(out / "windows.json", summary)
     return summary
@@ -125,7 +130,30 @@ def drift(settings: Settings, params: Params) -> dict[str, Any]:
     }
     _write_json(out / "drift.json", body)
     log.info("drift share %.2f (%s drifted)", result.share, ", ".join(result.drifted) or "none")
+    record_drift(settings, body)
     return body
+
+
+def record_drift(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+    """Store this cycle's drift result in `drift_results` (Monitor's drift history).
+
+    The cycle is the newest observation day in the raw store (the day the cycle brought
+    in); the run is the orchestrator's (RAINCAST_RUN_ID) or ``cycle:<day>``. Keyed by both:
+    re-running a cycle replaces its row.
+    """
+    from datetime import UTC, datetime
+
+    from raincast.monitoring.drift import result_row
+
+    engine = store.connect(settings.raw_store_url)
+    span = store.date_range(engine)
+    if span is None:
+        raise ValueError("the raw store is empty: no cycle to record drift for")
+    cycle_date = span[1]
+    run_id = os.environ.get("RAINCAST_RUN_ID") or f"cycle:{cycle_date.isoformat()}"
+    row = result_row(body, cycle_date, run_id, datetime.now(UTC))
+    store.upsert_drift_result(engine, row)
+    return row
 
 
 def train(settings: Settings, params: Params) -> dict[str, Any]:
@@ -141,7 +169,8 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
     root = settings.project_dir
     train_df = pd.read_parquet(root / SPLIT_DIR / "train.parquet")
     val_df = pd.read_parquet(root / SPLIT_DIR / "validation.parquet")
-    windows = json.loads((root / SPLIT_DIR / "windows.json").read_text())["windows"]
+    split_summary = json.loads((root / SPLIT_DIR / "windows.json").read_text())
+    windows = split_summary["windows"]
     model = fit(train_df, val_df, params.train)
     # Validation metrics come from the early-stopped fit: the refit has seen these rows.
     val_metrics = classification_metrics(
@@ -162,7 +191,12 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
     _write_json(meta_path, meta)
 
     client = tracking.configure(settings)
-    sources = sorted(set(pd.concat([train_df["source"], val_df["source"]]).dropna()))
+    slice_sources = {
+        "train": sorted(set(train_df["source"].dropna())),
+        "validation": sorted(set(val_df["source"].dropna())),
+        "test": split_summary.get("sources", {}).get("test", []),
+    }
+    sources = sorted({s for found in slice_sources.values() for s in found})
     tags = {
         "git_sha": tracking.git_sha(root),
         "dvc_data_md5": tracking.file_md5(root / PROCESSED),
@@ -171,7 +205,9 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
         "train_window": "..".join(windows["train"]),
         "validation_window": "..".join(windows["validation"]),
         "test_window": "..".join(windows["test"]),
+        # Every slice the model is fitted, tuned and judged on (train, validation, test).
         "data_source": "+".join(sources) or "unknown",
+        **{f"data_source_{k}": "+".join(v) or "unknown" for k, v in slice_sources.items()},
     }
     if os.environ.get("RAINCAST_RUN_ID"):  # the orchestrator's run (Airflow run id)
         tags["orchestrator_run_id"] = os.environ["RAINCAST_RUN_ID"]

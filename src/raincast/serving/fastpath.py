@@ -7,10 +7,17 @@ handler ``(body) -> (status, JSON bytes) | None``. A handler that returns None h
 request, body replayed, to the FastAPI app, which stays the contract: the OpenAPI docs,
 and every error body (422s with field paths, 503 without a model) come from its routes.
 So handlers only answer what they fully validated.
+
+Before a handler runs, the request yields to the event loop once. Requests that arrived
+together are then all in flight at the same time, so BentoML's concurrency limit
+(``traffic.max_concurrency``, the middleware outside this one) sees the real backlog and
+refuses the excess with 429 at once; without the yield, each request would finish before
+the next one is even counted and the backlog would wait unseen in the socket buffers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -44,6 +51,7 @@ class FastRoutes:
         body = await _read_body(receive)
         if body is None:  # the client went away
             return
+        await asyncio.sleep(0)  # let the requests that arrived with this one be counted
         answer = await handler(body)
         if answer is None:
             await self.app(scope, replay_body(body, receive), send)

@@ -5,15 +5,24 @@ loads that version, checks it can predict a known row, and only then swaps the r
 that request handlers read (one attribute assignment: requests in flight finish on the
 model they started with). Any failure (registry down, broken artifact) is logged and the
 current model keeps serving.
+
+A new version first serves through XGBoost; its trees are then compiled to native code in
+the background (`raincast.serving.compiled`, cached per host) and, once the compiled
+library matches XGBoost on probe rows, the same version is swapped in again with it. A
+model that cannot be compiled (no compiler, an old model with a category encoder) keeps
+serving through XGBoost; ``/model`` says which evaluator answers and why.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,11 +30,21 @@ import pandas as pd
 
 from raincast.features import build_matrix
 from raincast.models.pyfunc import predict_frame
+from raincast.serving.compiled import (
+    CompiledTrees,
+    CompileError,
+    cached_library,
+    check_parity,
+    compile_trees,
+    probe_matrix,
+)
 from raincast.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ALIAS = "champion"
+#: From this many rows a prediction uses every core (below, one thread per request).
+ALL_CORES_ROWS = 256
 
 #: A known-good raw row: a freshly loaded model must score it before it is swapped in.
 PROBE_ROW = {
@@ -52,21 +71,33 @@ class LoadedModel:
     run_id: str | None
     trained_at: str | None
     metrics: dict[str, float]
-    batch_booster: Any = None  # a copy using every core, for /predict_batch
+    batch_booster: Any = None  # a copy using every core, for large batches
+    compiled: CompiledTrees | None = None  # the same trees as native code, once built
+    compile_error: str | None = None
     loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def evaluator(self) -> str:
+        """What evaluates the trees: ``compiled`` (TL2cgen) or ``xgboost``."""
+        return "compiled" if self.compiled is not None else "xgboost"
 
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """The pipeline's own batch path (pandas features, DMatrix)."""
         return predict_frame(self.booster, raw, self.threshold)
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """P(rain) for a large batch already in model-matrix form, all cores."""
-        return np.asarray(self.batch_booster.inplace_predict(matrix), dtype=np.float64)
+        """P(rain) for rows already in model-matrix form; every core from
+        `ALL_CORES_ROWS` rows on."""
+        large = len(matrix) >= ALL_CORES_ROWS
+        if self.compiled is not None:
+            return self.compiled.predict(matrix, all_cores=large)
+        booster = self.batch_booster if large else self.booster
+        return np.asarray(booster.inplace_predict(matrix), dtype=np.float64)
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """P(rain) for a few validated rows without pandas (`features.build_matrix`):
-        ~0.5 ms per row instead of ~30 ms, identical values (tests/serving parity)."""
-        return np.asarray(self.booster.inplace_predict(build_matrix(records)), dtype=np.float64)
+        """P(rain) for a few validated rows without pandas (`features.build_matrix`),
+        identical values to the pipeline's path (tests/serving parity)."""
+        return self.predict_matrix(build_matrix(records))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -78,7 +109,31 @@ class LoadedModel:
             "trained_at": self.trained_at,
             "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).isoformat(),
             "metrics": self.metrics,
+            "evaluator": self.evaluator,
+            "compile_error": self.compile_error,
         }
+
+
+def compile_enabled() -> bool:
+    """``RAINCAST_API_COMPILE`` (default on): compile the champion's trees for serving."""
+    return os.environ.get("RAINCAST_API_COMPILE", "true").lower() not in ("0", "false", "no")
+
+
+def compiled_cache_dir(settings: Settings) -> Path:
+    """``RAINCAST_API_MODEL_CACHE``, else ``<home>/compiled-models``, else a temp folder
+    when the home is read-only (a container's)."""
+    configured = os.environ.get("RAINCAST_API_MODEL_CACHE")
+    for candidate in (
+        Path(configured) if configured else settings.state_dir / "compiled-models",
+        Path(tempfile.gettempdir()) / "raincast-compiled-models",
+    ):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK):
+            return candidate
+    raise CompileError("no writable folder for compiled models")
 
 
 class ModelHolder:
@@ -91,6 +146,7 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.reloads = 0
+        self.compile = compile_enabled()
 
     def refresh(self, force: bool = False) -> str:
         """Load the champion if it changed (or ``force``). Returns what happened."""
@@ -111,11 +167,60 @@ class ModelHolder:
                 )
                 return f"failed: {self.last_error}; serving version {kept}"
             before = self.current.version if self.current else None
+            if self.compile:
+                model = self._with_cached_library(model)
             self.current = model
             self.last_error = None
             self.reloads += 1
-            log.info("serving %s version %s (was %s)", model.name, model.version, before)
-            return f"loaded: version {model.version} (was {before})"
+            log.info(
+                "serving %s version %s through %s (was %s)",
+                model.name,
+                model.version,
+                model.evaluator,
+                before,
+            )
+        if self.compile and model.compiled is None:
+            threading.Thread(
+                target=self._compile, args=(model,), name="compile-champion", daemon=True
+            ).start()
+        return f"loaded: version {model.version} (was {before})"
+
+    def _with_cached_library(self, model: LoadedModel) -> LoadedModel:
+        """The model with its compiled trees when this host already built them."""
+        try:
+            lib = cached_library(compiled_cache_dir(self.settings), _model_json(model))
+            if lib is None:
+                return model
+            return self._attach(model, CompiledTrees.load(lib))
+        except Exception as err:  # a broken cache entry: compile again in the background
+            log.warning("cached compiled model unusable (%s)", err)
+            return model
+
+    @staticmethod
+    def _attach(model: LoadedModel, compiled: CompiledTrees) -> LoadedModel:
+        diff = check_parity(compiled, model.booster, probe_matrix())
+        log.info("compiled trees match XGBoost (max |diff| %.1e on probe rows)", diff)
+        return replace(model, compiled=compiled, compile_error=None)
+
+    def _compile(self, model: LoadedModel) -> None:
+        """Compile ``model``'s trees; swap them in if it is still the one serving."""
+        t0 = time.perf_counter()
+        try:
+            lib = compile_trees(_model_json(model), compiled_cache_dir(self.settings))
+            upgraded = self._attach(model, CompiledTrees.load(lib))
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}"
+            log.warning("serving version %s through XGBoost: %s", model.version, reason)
+            upgraded = replace(model, compile_error=reason)
+        with self._lock:
+            if self.current is not None and self.current.version == model.version:
+                self.current = upgraded
+        log.info(
+            "version %s now served through %s (%.1f s to compile)",
+            model.version,
+            upgraded.evaluator,
+            time.perf_counter() - t0,
+        )
 
     def _champion_version(self) -> str:
         from raincast.models import tracking
@@ -153,6 +258,16 @@ class ModelHolder:
             batch_booster=batch_booster,
         )
 
+    def wait_compiled(self, timeout: float) -> bool:
+        """Until the current model is compiled or failed to (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.current
+            if model is not None and (model.compiled is not None or model.compile_error):
+                return model.compiled is not None
+            time.sleep(0.1)
+        return False
+
     def start_polling(self, interval_s: float) -> threading.Thread:
         def loop() -> None:
             while not self._stop.wait(interval_s):
@@ -164,3 +279,7 @@ class ModelHolder:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _model_json(model: LoadedModel) -> bytes:
+    return bytes(model.booster.save_raw("json"))

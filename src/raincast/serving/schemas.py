@@ -21,6 +21,28 @@ from raincast import schema
 MAX_ROWS = int(os.environ.get("RAINCAST_API_MAX_ROWS", "1000"))
 MAX_BATCH_ROWS = int(os.environ.get("RAINCAST_API_MAX_BATCH_ROWS", "100000"))
 
+#: Body bytes allowed per row: a `/predict` row with all 22 fields is ~600 bytes of JSON
+#: (~900 pretty-printed); a columnar `/predict_batch` row is 22 values, ~150-250 bytes.
+ROW_BODY_BYTES = 2048
+BATCH_ROW_BODY_BYTES = 320
+#: Body bytes allowed on top of the rows, and for every endpoint without rows.
+BASE_BODY_BYTES = 64 * 1024
+
+
+def body_limits() -> dict[str, int]:
+    """Largest request body per path, sized from its row limit (OWASP API4: a body can
+    cost no more than the rows it may carry). ``RAINCAST_API_MAX_BODY_BYTES``, when set,
+    caps every path further; paths not listed get `BASE_BODY_BYTES`."""
+    limits = {
+        "/predict": BASE_BODY_BYTES + MAX_ROWS * ROW_BODY_BYTES,
+        "/predict_batch": BASE_BODY_BYTES + MAX_BATCH_ROWS * BATCH_ROW_BODY_BYTES,
+    }
+    cap = os.environ.get("RAINCAST_API_MAX_BODY_BYTES")
+    if cap:
+        limits = {path: min(limit, int(cap)) for path, limit in limits.items()}
+    return limits
+
+
 Compass = Literal[schema.COMPASS_POINTS]  # type: ignore[valid-type]
 YesNo = Literal["Yes", "No"]
 

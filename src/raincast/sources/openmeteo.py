@@ -17,6 +17,7 @@ gives a missing value, never a partial sum.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -28,14 +29,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-import requests
-import requests_cache
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from raincast import schema
 from raincast.settings import Settings
 from raincast.sources import SourceUnavailableError
+from raincast.sources.http import BoundedJsonClient, HttpPolicy, HttpStatusError, Reply
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +71,6 @@ MAX_FORECAST_DAYS = 16
 DEFAULT_BATCH_SIZE = 10
 
 HOUR_S = 3600
-RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 Reduction = Literal["sum", "min", "max", "argmax"]
 
@@ -307,43 +304,33 @@ class OpenMeteoSource:
         self.batch_size = batch_size
         self.backoff_factor = backoff_factor
         self._today = today
-        self._session: requests.Session | None = None
+        self._client: BoundedJsonClient | None = None
 
-    # -- session -------------------------------------------------------------------------
+    # -- transport -----------------------------------------------------------------------
 
     @property
-    def session(self) -> requests.Session:
-        """The cached, retrying HTTP session; created (with its cache dir) on first use."""
-        if self._session is None:
-            cache_dir = self.settings.cache_dir
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            session = requests_cache.CachedSession(
-                cache_name=str(cache_dir / "openmeteo.sqlite"),
-                backend="sqlite",
-                expire_after=self.settings.http_cache_ttl_s,
-                allowable_codes=(200,),
-                allowable_methods=("GET",),
-            )
-            retry = Retry(
-                total=self.settings.http_retries,
+    def client(self) -> BoundedJsonClient:
+        """The bounded, cached JSON client (see sources/http.py); its cache folder is created
+        on first use."""
+        if self._client is None:
+            st = self.settings
+            policy = HttpPolicy(
+                connect_timeout_s=st.http_connect_timeout_s,
+                read_timeout_s=st.http_timeout_s,
+                deadline_s=st.http_deadline_s,
+                retries=st.http_retries,
                 backoff_factor=self.backoff_factor,
-                status_forcelist=RETRY_STATUSES,
-                allowed_methods=frozenset({"GET"}),
-                respect_retry_after_header=True,
-                # Hand back the last 429/5xx instead of raising, so we can report its status.
-                raise_on_status=False,
+                max_reply_bytes=st.http_max_reply_bytes,
+                cache_ttl_s=st.http_cache_ttl_s,
             )
-            adapter = HTTPAdapter(max_retries=retry)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._session = session
-        return self._session
+            self._client = BoundedJsonClient(st.cache_dir / "openmeteo.sqlite", policy)
+        return self._client
 
     def close(self) -> None:
         """Close the HTTP session (and its SQLite cache connection)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def __enter__(self) -> OpenMeteoSource:
         return self
@@ -427,7 +414,28 @@ class OpenMeteoSource:
             if segment.endpoint == "archive"
             else self.settings.openmeteo_url
         )
-        payload = self._get_json(url, self._params(segment, timezone, names, today))
+        params = self._params(segment, timezone, names, today)
+        reply = self._get_json(url, params)
+        try:
+            frames = self._parse_reply(reply.payload, timezone, names, segment)
+        except ValueError as err:
+            if not reply.from_cache:
+                raise SourceUnavailableError(
+                    f"Open-Meteo at {_host(url)} sent a reply raincast cannot use: {err} "
+                    "(not cached; the next fetch asks again)"
+                ) from None
+            # A cached reply that no longer parses (e.g. cached by an older version): drop
+            # it and ask the server once more.
+            self.client.forget(reply)
+            reply = self._get_json(url, params, refresh=True)
+            frames = self._parse_reply(reply.payload, timezone, names, segment)
+        self.client.keep(reply)  # only now: a reply is cached once it parsed
+        return frames
+
+    @staticmethod
+    def _parse_reply(
+        payload: Any, timezone: str, names: list[str], segment: _Segment
+    ) -> list[pd.DataFrame]:
         locations = payload if isinstance(payload, list) else [payload]
         if len(locations) != len(names):
             raise ValueError(
@@ -441,46 +449,30 @@ class OpenMeteoSource:
             frames.append(daily)
         return frames
 
-    def _get_json(self, url: str, params: dict[str, Any]) -> Any:
-        """GET with retries and caching; map failures onto ValueError / SourceUnavailableError."""
-        host = urlsplit(url).netloc or url
+    def _get_json(self, url: str, params: dict[str, Any], refresh: bool = False) -> Reply:
+        """GET within the client's bounds; a final 4xx or an error body becomes
+        OpenMeteoRequestError, everything else that fails SourceUnavailableError."""
         try:
-            resp = self.session.get(url, params=params, timeout=self.settings.http_timeout_s)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as e:
-            raise SourceUnavailableError(
-                f"Open-Meteo at {host} is unreachable "
-                f"(after {self.settings.http_retries} retries): {e}"
-            ) from e
-        cached = getattr(resp, "from_cache", False)
-        logger.info(
-            "GET %s %s -> %s%s",
-            host,
-            urlsplit(url).path,
-            resp.status_code,
-            " (cached)" if cached else "",
-        )
-        if resp.status_code in RETRY_STATUSES:
-            raise SourceUnavailableError(
-                f"Open-Meteo at {host} answered HTTP {resp.status_code} "
-                f"after {self.settings.http_retries} retries"
-            )
-        if resp.status_code != 200:
-            raise OpenMeteoRequestError(_reason(resp), resp.status_code)
-        try:
-            payload = resp.json()
-        except ValueError as e:
-            raise SourceUnavailableError(f"Open-Meteo at {host} sent a non-JSON answer") from e
+            reply = self.client.get(url, params, refresh=refresh)
+        except HttpStatusError as err:
+            raise OpenMeteoRequestError(_reason(err.body, err.reason), err.status) from None
+        payload = reply.payload
         if isinstance(payload, dict) and payload.get("error"):
             raise OpenMeteoRequestError(str(payload.get("reason", "unknown error")), 200)
-        return payload
+        return reply
 
 
-def _reason(resp: requests.Response) -> str:
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+def _reason(body: bytes, http_reason: str) -> str:
     """The ``reason`` of an Open-Meteo error body, or the start of the raw text."""
     try:
-        body = resp.json()
+        parsed = json.loads(body)
     except ValueError:
-        return resp.text[:200] or resp.reason or "no reason given"
-    if isinstance(body, dict) and "reason" in body:
-        return str(body["reason"])
-    return str(body)[:200]
+        text = body[:200].decode("utf-8", errors="replace")
+        return text or http_reason or "no reason given"
+    if isinstance(parsed, dict) and "reason" in parsed:
+        return str(parsed["reason"])
+    return str(parsed)[:200]

@@ -1,6 +1,6 @@
 """raincast demo UI: log in, predict one day, predict an uploaded CSV, look at the served
-model and its live scores. It only talks to the prediction API over HTTP (it never loads
-the model) and reads the raw store read-only for history and monitoring.
+model and how it does. It only talks to the prediction API over HTTP: it never loads the
+model and never reads the raw store (history and monitoring come from ``/monitor/*``).
 
     RAINCAST_API_URL=http://127.0.0.1:3000 streamlit run src/raincast/ui/app.py
 
@@ -20,8 +20,7 @@ import streamlit as st
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from raincast import schema
-from raincast.settings import Settings
-from raincast.ui import monitoring
+from raincast.ui import charts
 from raincast.ui.batch import UploadError, read_upload, to_columns, with_predictions
 from raincast.ui.client import ApiClient, ApiError, InvalidInput, SessionExpired
 from raincast.ui.defaults import typical_inputs
@@ -41,6 +40,12 @@ UNITS = {
     "Humidity9am": "%", "Humidity3pm": "%", "Pressure9am": "hPa", "Pressure3pm": "hPa",
     "Cloud9am": "oktas", "Cloud3pm": "oktas",
 }  # fmt: skip
+KIND_LABELS = {"live": "Live", "replayed": "Replayed window"}
+RELIABILITY_WINDOWS = (7, 30, 90)
+HISTORY_COLUMNS = (
+    "decided_at", "action", "decision", "candidate_version", "champion_before",
+    "champion_after", "candidate_f1", "champion_f1",
+)  # fmt: skip
 #: Form widgets whose values survive a visit to another page (Streamlit drops the state of
 #: widgets that are not drawn, so the predict page restores them from a plain copy).
 INPUT_KEYS = tuple(f"in_{c}" for c in schema.INPUT_COLUMNS)
@@ -283,50 +288,161 @@ def model_page() -> None:
                 pd.DataFrame({"station": list(per_station), "auc": list(per_station.values())}),
                 hide_index=True,
             )
+    with st.container(key="model-history"):
+        promotion_history()
+
+
+def promotion_history() -> None:
     st.subheader("Promotion history")
-    settings = Settings()
-    history = monitoring.promotion_history(
-        settings.raw_store_url, str(info.get("name") or settings.model_name)
-    )
-    if history is None:
-        st.info("Promotion history not available (the raw store cannot be read from here).")
-    elif history.empty:
-        st.info("No promotion decisions recorded yet.")
-    else:
-        shown = [
-            "decided_at", "action", "decision", "candidate_version", "champion_before",
-            "champion_after", "candidate_f1", "candidate_auc", "champion_f1", "champion_auc",
-            "reasons",
-        ]  # fmt: skip
-        st.dataframe(history.loc[::-1, shown], hide_index=True)
+    st.caption("Every decision on a challenger (promoted or not) and every rollback, newest first.")
+    champions = call_api(api_client().monitor_champions)
+    if champions is None:
+        return
+    history = charts.champion_rows(champions)
+    if history.empty:
+        st.info(
+            "No promotion decisions recorded yet: the first retrain cycle records one, "
+            "promoted or not."
+        )
+        return
+    history["decided_at"] = history["decided_at"].dt.strftime("%Y-%m-%d %H:%M UTC")
+    shown = [c for c in HISTORY_COLUMNS if c in history.columns]
+    st.dataframe(history.loc[::-1, shown], hide_index=True)
 
 
 def monitor_page() -> None:
-    st.header("Live monitoring")
-    settings = Settings()
-    scores = monitoring.live_scores(settings.raw_store_url, settings.model_name)
-    if scores is None:
-        st.info("Live scores not available (the raw store cannot be read from here).")
-    elif scores.empty:
-        st.info(
-            "No live scores yet: they appear once served predictions meet the observed "
-            "weather of the next day."
+    st.header("Monitor")
+    client = api_client()
+    kind = scores_section(client)
+    reliability_section(client, kind)
+    drift_section(client)
+    champion_section(client)
+
+
+def scores_section(client: ApiClient) -> charts.Kind | None:
+    """The scores over time; returns the kind shown (the reliability diagram follows it)."""
+    with st.container(key="monitor-scores"):
+        st.subheader("F1, ROC AUC and calibration over time")
+        st.caption(
+            "Rolling 7- and 30-day scores of the served predictions against the observed "
+            "weather: F1 and ROC AUC higher is better, calibration error lower is better."
+        )
+        body = call_api(client.monitor_scores)
+        if body is None:
+            return None
+        scores = charts.score_rows(body)
+        kinds = charts.kinds_present(scores)
+        if not kinds:
+            st.info(
+                "No scores yet. Live scores appear once a day's predictions meet the next "
+                "day's observed weather; `raincast replay` fills a replayed window now."
+            )
+            return None
+        kind = kinds[0]
+        if len(kinds) > 1:
+            kind = st.radio(
+                "Scores shown",
+                kinds,
+                format_func=KIND_LABELS.__getitem__,
+                horizontal=True,
+                key="monitor_kind",
+            )
+        kind_banner(kind)
+        chart = charts.scores_chart(scores, kind)
+        if chart is None:
+            st.info("The scored days have no F1, AUC or calibration value yet (too few rows).")
+        else:
+            st.altair_chart(chart, width="stretch")
+        return kind
+
+
+def kind_banner(kind: str) -> None:
+    """Say plainly where the numbers come from: live and replayed are never mixed."""
+    if kind == "live":
+        st.success(
+            "**Live** — scores from real daily operation: predictions served before the "
+            "weather was known, scored when it was observed."
         )
     else:
-        windows = sorted(int(w) for w in scores["window_days"].unique())
-        window = st.selectbox("Window (days)", windows, key="monitor_window")
-        chosen = scores[scores["window_days"] == window]
-        chosen = chosen.set_index(pd.to_datetime(chosen["as_of_date"]))
-        st.subheader("Live F1 and ROC AUC")
-        st.line_chart(chosen[["f1", "roc_auc"]])
-        st.subheader("Observed base rate and predicted rain rate")
-        st.line_chart(chosen[["base_rate", "predicted_positive_rate"]])
-    st.subheader("Data drift")
-    drift = monitoring.drift_shares(settings.raw_store_url)
-    if drift is None or drift.empty:
-        st.info("No drift measurements in the store yet.")
-    else:
-        st.line_chart(drift.set_index(pd.to_datetime(drift["time"]))[["drift_share"]])
+        st.warning(
+            "**Replayed window** — the champion re-predicting recent history it did not "
+            "train on. Not live operation: a preview until live scores accumulate."
+        )
+
+
+def reliability_section(client: ApiClient, kind: charts.Kind | None) -> None:
+    with st.container(key="monitor-reliability"):
+        st.subheader("Predicted probability vs observed rain")
+        st.caption(
+            "Each point is a probability bin: how often it rained when the model said p. "
+            "On the dashed diagonal, a 30% forecast means rain 30% of the time."
+        )
+        window = st.selectbox("Last scored days", RELIABILITY_WINDOWS, index=1, key="monitor_days")
+        body = call_api(lambda: client.monitor_reliability(kind=kind, window_days=window))
+        if body is None:
+            return
+        chart = charts.reliability_chart(body)
+        if chart is None:
+            st.info(
+                "Nothing to compare yet: the diagram needs scored predictions (live, or a "
+                "replayed window from `raincast replay`)."
+            )
+            return
+        label = KIND_LABELS.get(str(body.get("kind")), str(body.get("kind")))
+        span = f" · {body['start']} to {body['end']}" if body.get("start") else ""
+        st.caption(f"{label} · {int(body.get('n') or 0):,} predictions{span}")
+        st.altair_chart(chart, width="stretch")
+
+
+def drift_section(client: ApiClient) -> None:
+    with st.container(key="monitor-drift"):
+        st.subheader("Data drift per cycle")
+        st.caption(
+            "Share of input columns whose recent distribution drifted from the champion's "
+            "training data (Evidently), per retrain cycle; hover a bar for the columns."
+        )
+        body = call_api(client.monitor_drift)
+        if body is None:
+            return
+        drift = charts.drift_rows(body)
+        chart = charts.drift_chart(drift)
+        if chart is None:
+            st.info("No drift checks yet: each retrain cycle's drift step records one.")
+            return
+        st.altair_chart(chart, width="stretch")
+        latest = drift.iloc[::-1].head(10)
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "cycle": latest["cycle_date"].dt.strftime("%Y-%m-%d"),
+                    "drift share": latest["drift_share"],
+                    "drifted columns": latest["columns_drifted"],
+                }
+            ),
+            hide_index=True,
+        )
+
+
+def champion_section(client: ApiClient) -> None:
+    with st.container(key="monitor-champions"):
+        st.subheader("Champion versions over time")
+        st.caption(
+            "Which model version served after each promotion decision or rollback; "
+            "points are decisions, hover one for its F1 scores."
+        )
+        body = call_api(client.monitor_champions)
+        if body is None:
+            return
+        chart = charts.champion_chart(charts.champion_rows(body))
+        if chart is None:
+            st.info(
+                "No champion yet: the first retrain cycle that promotes a model starts "
+                "the timeline."
+            )
+            return
+        if body.get("current"):
+            st.caption(f"Current champion: version {body['current']} of {body.get('model_name')}")
+        st.altair_chart(chart, width="stretch")
 
 
 def readable_time(value: Any) -> str:
@@ -350,9 +466,17 @@ PAGE_VIEWS: dict[str, Callable[[], None]] = {
 }
 
 
+def open_requested_page() -> None:
+    """Start on the page the URL names (``/?page=Monitor``, as `make up` prints it)."""
+    wanted = st.query_params.get("page")
+    if "page" not in st.session_state and wanted in PAGES:
+        st.session_state["page"] = wanted
+
+
 def main() -> None:
     st.set_page_config(page_title="raincast", page_icon="🌧️", layout="wide")
     try:
+        open_requested_page()
         if not st.session_state.get("token"):
             login_page()
             return
@@ -360,6 +484,7 @@ def main() -> None:
             st.write(f"Logged in as **{st.session_state.get('user', '?')}**")
             st.button("Log out", key="logout", on_click=end_session, args=("You are logged out.",))
             page = st.radio("Page", PAGES, key="page")
+        st.query_params["page"] = page  # the address bar names the page: a link to share
         PAGE_VIEWS[page]()
     except Exception:  # the last line of defence: a message, never a traceback
         log.exception("UI page failed")

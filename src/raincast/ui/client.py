@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
 #: Rows per `/predict_batch` request: ~2.5 MB of JSON, far below the API's body limit.
 BATCH_CHUNK_ROWS = 10_000
+
+#: Scores from real daily operation, or from the champion re-predicting recent history it
+#: did not train on; ``/monitor/scores`` also takes "all".
+ScoreKind = Literal["live", "replayed"]
 
 
 class ApiError(Exception):
@@ -156,13 +160,56 @@ class ApiClient:
         body: dict[str, Any] = self._request("GET", "/model")
         return body
 
+    def monitor_scores(self, kind: ScoreKind | Literal["all"] = "all") -> dict[str, Any]:
+        """``GET /monitor/scores``: F1 / ROC AUC / calibration error per as-of date and
+        window, each row ``kind`` live or replayed, oldest first."""
+        return self._rows("/monitor/scores", {"kind": kind})
+
+    def monitor_reliability(
+        self, kind: ScoreKind | None = None, window_days: int = 30, bins: int = 10
+    ) -> dict[str, Any]:
+        """``GET /monitor/reliability``: predicted probability vs observed rain frequency
+        per probability bin over the last ``window_days`` scored days (``kind`` None: the
+        API's default, replayed when there is any)."""
+        params: dict[str, Any] = {"window_days": window_days, "bins": bins}
+        if kind is not None:
+            params["kind"] = kind
+        return self._rows("/monitor/reliability", params, rows="bins")
+
+    def monitor_drift(self) -> dict[str, Any]:
+        """``GET /monitor/drift``: drift share and drifted columns per cycle, oldest first."""
+        return self._rows("/monitor/drift")
+
+    def monitor_champions(self) -> dict[str, Any]:
+        """``GET /monitor/champions``: every promotion decision (oldest first) and the
+        current champion version."""
+        return self._rows("/monitor/champions")
+
+    def _rows(
+        self, path: str, params: dict[str, Any] | None = None, rows: str = "rows"
+    ) -> dict[str, Any]:
+        body = self._request("GET", path, params=params)
+        if not isinstance(body.get(rows), list):
+            raise ApiUnavailable(f"The API sent an unexpected answer for {path} (no {rows!r}).")
+        return body
+
     def _request(
-        self, method: str, path: str, payload: Any = None, auth: bool = True
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        auth: bool = True,
+        params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
         try:
             resp = self._http.request(
-                method, self.base_url + path, json=payload, headers=headers, timeout=self.timeout
+                method,
+                self.base_url + path,
+                json=payload,
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
             )
         except requests.Timeout:
             raise ApiUnavailable(
