@@ -12,6 +12,8 @@ what lets Treelite compile it for serving (`raincast.serving.compiled`).
 
 from __future__ import annotations
 
+import math
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -161,6 +163,72 @@ def _derive(x: np.ndarray, day_of_year: np.ndarray) -> np.ndarray:
     return x
 
 
+#: sin/cos of the season angle per day of year (1..366), computed once the way `_derive`
+#: computes them, so the row-by-row path below gives bit-identical values.
+_DAY_OF_YEAR = np.arange(367, dtype=np.float64)
+_SEASON = [
+    (float(s), float(c))
+    for s, c in zip(
+        np.sin(2 * np.pi * _DAY_OF_YEAR / 365.25),
+        np.cos(2 * np.pi * _DAY_OF_YEAR / 365.25),
+        strict=True,
+    )
+]
+_NAN = float("nan")
+_NUMERIC_AT = tuple((c, _COL[c]) for c in schema.NUMERIC_COLUMNS)
+_DIRECTION_AT = tuple((c, _COL[c], _CODES[c]) for c in schema.DIRECTION_COLUMNS)
+_DIFFERENCE_AT = tuple((_COL[out], _COL[a], _COL[b]) for out, (a, b) in _DIFFERENCES.items())
+_LOCATION_AT, _STATE_AT = _COL[schema.LOCATION], _COL["State"]
+_LATITUDE_AT, _LONGITUDE_AT = _COL["Latitude"], _COL["Longitude"]
+_SIN_AT, _COS_AT, _RAIN_FLAG_AT = _COL["DaySin"], _COL["DayCos"], _COL["RainTodayFlag"]
+_RAIN_AT, _T3_AT, _H3_AT = _COL[schema.RAINFALL], _COL["Temp3pm"], _COL["Humidity3pm"]
+_DEW_AT = _COL["DewDepression3pm"]
+_BY_LOCATION_ROWS = [tuple(float(v) for v in row) for row in _BY_LOCATION]
+
+
+def _day_of_year(day: object) -> int:
+    if isinstance(day, str):
+        try:
+            day = date.fromisoformat(day)
+        except ValueError:
+            day = pd.Timestamp(day)
+    return int(day.timetuple().tm_yday)  # type: ignore[attr-defined]
+
+
+def build_row(record: dict[str, object]) -> list[float]:
+    """One validated raw row as its model-matrix row (``FEATURE_COLUMNS`` order, NaN for
+    missing), in plain Python: a one-row request pays no numpy call per column.
+
+    Value-identical to ``build_features`` (tests/model/test_parity.py, on real rows)."""
+    x = [_NAN] * len(FEATURE_COLUMNS)
+    get = record.get
+    for col, at in _NUMERIC_AT:
+        v = get(col)
+        if v is not None:
+            x[at] = float(v)  # type: ignore[arg-type]
+    location = _CODES[schema.LOCATION][record[schema.LOCATION]]  # type: ignore[index]
+    x[_LOCATION_AT] = location
+    x[_STATE_AT], x[_LATITUDE_AT], x[_LONGITUDE_AT] = _BY_LOCATION_ROWS[int(location)]
+    for col, at, codes in _DIRECTION_AT:
+        v = get(col)
+        if v is not None and v == v:  # None and NaN are missing
+            x[at] = codes[v]  # type: ignore[index]
+    x[_SIN_AT], x[_COS_AT] = _SEASON[_day_of_year(record[schema.DATE])]
+    rain = x[_RAIN_AT]
+    if rain == rain:
+        x[_RAIN_FLAG_AT] = 1.0 if rain > schema.RAIN_THRESHOLD_MM else 0.0
+    for out, a, b in _DIFFERENCE_AT:
+        x[out] = x[a] - x[b]
+    t, humidity = x[_T3_AT], x[_H3_AT]
+    if t == t and humidity == humidity:
+        try:
+            gamma = math.log(max(humidity, 1.0) / 100.0) + 17.62 * t / (243.12 + t)
+            x[_DEW_AT] = t - 243.12 * gamma / (17.62 - gamma)
+        except (ZeroDivisionError, ValueError):  # outside validated ranges: numpy's answer
+            x[_DEW_AT] = float(_derive(np.array([x]), np.array([1.0]))[0, _DEW_AT])
+    return x
+
+
 def build_matrix(records: list[dict[str, object]]) -> np.ndarray:
     """``build_features`` without pandas, for small online requests: float64 rows in
     ``FEATURE_COLUMNS`` order, categoricals as their category codes (what XGBoost sees),
@@ -169,22 +237,9 @@ def build_matrix(records: list[dict[str, object]]) -> np.ndarray:
     Must stay value-identical to ``build_features`` (tests/model/test_parity.py checks it
     on thousands of real rows and on the predictions to 1e-6).
     """
-    x = np.full((len(records), len(FEATURE_COLUMNS)), np.nan)
-    doy = np.empty(len(records))
-    for i, r in enumerate(records):
-        row = x[i]
-        for c in schema.NUMERIC_COLUMNS:
-            v = r.get(c)
-            if v is not None:
-                row[_COL[c]] = v
-        row[_COL[schema.LOCATION]] = _CODES[schema.LOCATION][r[schema.LOCATION]]  # type: ignore[index]
-        for d in schema.DIRECTION_COLUMNS:
-            v = r.get(d)
-            if v is not None and v == v:  # None and NaN are missing
-                row[_COL[d]] = _CODES[d][v]  # type: ignore[index]
-        day = r[schema.DATE]
-        doy[i] = (day if not isinstance(day, str) else pd.Timestamp(day)).timetuple().tm_yday  # type: ignore[union-attr]
-    return _derive(x, doy)
+    return np.array([build_row(r) for r in records], dtype=np.float64).reshape(
+        len(records), len(FEATURE_COLUMNS)
+    )
 
 
 def _codes(values: Any, codes: dict[str, float]) -> np.ndarray:

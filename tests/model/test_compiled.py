@@ -77,8 +77,36 @@ def test_compiled_predictions_equal_xgboost_on_real_rows(
         pytest.skip(f"real data not found at {SHARED}")
     real = schema.read_weather_csv(SHARED).sample(20_000, random_state=1)
     matrix = build_matrix(_records(real))
-    got = comp.CompiledTrees.load(library).predict(matrix, all_cores=True)
+    trees = comp.CompiledTrees.load(library, booster.num_features())
+    got = trees.predict(matrix, all_cores=True)
     assert np.max(np.abs(got - booster.inplace_predict(matrix))) <= 1e-6
+    # The row-by-row path (small requests) runs the same generated code: same bits.
+    head = matrix[:3000]
+    assert np.array_equal(trees.predict_direct(head), trees.predict_with_predictor(head))
+
+
+def test_rows_up_to_the_direct_limit_skip_the_predictor(
+    booster: xgb.Booster, library: Path, rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trees = comp.CompiledTrees.load(library)
+    matrix = build_matrix(_records(rows))[: comp.DIRECT_ROWS + 1]
+    expected = booster.inplace_predict(matrix)
+
+    def no_predictor(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Predictor was used")
+
+    monkeypatch.setattr(comp.CompiledTrees, "predict_with_predictor", no_predictor)
+    small = trees.predict(matrix[: comp.DIRECT_ROWS])
+    assert np.max(np.abs(small - expected[: comp.DIRECT_ROWS])) <= 1e-6
+    with pytest.raises(AssertionError, match="Predictor was used"):
+        trees.predict(matrix)
+
+
+def test_a_library_built_for_other_features_is_refused(booster: xgb.Booster, library: Path) -> None:
+    features = booster.num_features()
+    assert comp.CompiledTrees.load(library, features).library == library
+    with pytest.raises(comp.CompileError, match=f"takes {features} features, not {features + 1}"):
+        comp.CompiledTrees.load(library, features + 1)
 
 
 def test_a_second_compile_of_the_same_model_is_the_cached_library(
@@ -143,13 +171,16 @@ def test_no_compiler_is_a_compile_error(
         comp.compile_trees(bytes(booster.save_raw("json")), tmp_path)
 
 
+@pytest.mark.parametrize("path", ["predict_direct", "predict_with_predictor"])
 def test_compiled_trees_that_disagree_with_xgboost_are_refused(
-    booster: xgb.Booster, library: Path
+    booster: xgb.Booster, library: Path, path: str
 ) -> None:
-    class Skewed(comp.CompiledTrees):
-        def predict(self, matrix: np.ndarray, all_cores: bool = False) -> np.ndarray:
-            return super().predict(matrix, all_cores) + 1e-4
+    skew = getattr(comp.CompiledTrees, path)
 
+    def skewed(self: comp.CompiledTrees, matrix: np.ndarray, *args: object) -> np.ndarray:
+        return skew(self, matrix, *args) + 1e-4  # type: ignore[no-any-return]
+
+    Skewed = type("Skewed", (comp.CompiledTrees,), {path: skewed})
     with pytest.raises(comp.CompileError, match="differ from XGBoost"):
         comp.check_parity(Skewed(library), booster, comp.probe_matrix())
 

@@ -3,10 +3,12 @@
 XGBoost's ``inplace_predict`` has a fixed cost of ~0.6 ms per call (measured on the real
 champion, 296 depth-8 trees, one row, one thread), while walking the trees takes a few
 microseconds. Treelite reads the XGBoost model and TL2cgen writes it out as C (one
-``if``/``else`` nest per tree), which gcc turns into a shared library: one row then costs
-~20 us through TL2cgen's predictor, the same numbers as XGBoost to float32 rounding
+``if``/``else`` nest per tree), which gcc turns into a shared library. A few rows call the
+library's per-row ``predict`` directly through ctypes (TL2cgen's Predictor adds ~20 us of
+fixed cost per call, more than walking the trees); larger matrices go through the
+Predictor on one or every core. Both give the same numbers as XGBoost to float32 rounding
 (max |diff| ~7e-7 on the real test slice; every compiled library is checked against
-XGBoost on probe rows before it serves, see `check_parity`).
+XGBoost on probe rows, through both paths, before it serves, see `check_parity`).
 
 Compiling takes tens of seconds of CPU (gcc on ~9 MB of C), so libraries are cached on
 disk by model content, one compile per host under a file lock (every API worker of the
@@ -21,6 +23,8 @@ on `raincast.features.model_matrix` (integer category codes) carry none.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -55,22 +59,45 @@ class CompileError(RuntimeError):
     """The model could not be compiled (library, compiler or model not supported)."""
 
 
+#: Up to this many rows a prediction calls the library's per-row ``predict`` directly
+#: (ctypes, ~5 us of overhead per call); from here on TL2cgen's Predictor, whose fixed
+#: cost (~20-40 us: DMatrix, its thread pool) is repaid by its batch loop.
+DIRECT_ROWS = 32
+#: TL2cgen's ``union Entry`` marks a missing feature with the integer -1.
+_MISSING = -1
+
+
 @dataclass(frozen=True)
 class CompiledTrees:
     """A compiled model: P(rain) per row of the model matrix, on one or on every core.
 
-    A TL2cgen predictor may be used by one thread at a time (its docs), so each thread
-    gets its own pair (one thread for small requests, every core for large batches); the
-    generated prediction code itself is shared and re-entrant."""
+    A few rows go straight to the generated C function ``predict(union Entry*, int,
+    float*)`` (re-entrant: no state outside its arguments); larger matrices go through
+    TL2cgen's Predictor. A Predictor may be used by one thread at a time (its docs), so
+    each thread gets its own pair (one thread for small requests, every core for large
+    batches). Both paths give the same float32 sums (tests/model/test_compiled.py)."""
 
     library: Path
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     @classmethod
-    def load(cls, library: Path) -> CompiledTrees:
+    def load(cls, library: Path, features: int | None = None) -> CompiledTrees:
+        """Open ``library``; `CompileError` when it is unusable or was built for another
+        number of features than ``features``."""
         compiled = cls(library)
         compiled._predictor(all_cores=False)  # fails here if the library is unusable
+        built_for = int(compiled._native.get_num_feature())
+        if features is not None and built_for != features:
+            raise CompileError(f"{library.name} takes {built_for} features, not {features}")
         return compiled
+
+    @functools.cached_property
+    def _native(self) -> ctypes.CDLL:
+        native = ctypes.CDLL(str(self.library))
+        native.predict.restype = None
+        native.predict.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        native.get_num_feature.restype = ctypes.c_int32
+        return native
 
     def _predictor(self, all_cores: bool) -> Any:
         import tl2cgen
@@ -85,6 +112,23 @@ class CompiledTrees:
 
     def predict(self, matrix: np.ndarray, all_cores: bool = False) -> np.ndarray:
         """P(rain) for the rows of ``matrix`` (float64, `FEATURE_COLUMNS` order)."""
+        if len(matrix) <= DIRECT_ROWS:
+            return self.predict_direct(matrix)
+        return self.predict_with_predictor(matrix, all_cores)
+
+    def predict_direct(self, matrix: np.ndarray) -> np.ndarray:
+        """Row by row through the generated ``predict``: the entries are the matrix as
+        float32 (what the trees compare) with -1 in place of each NaN (missing)."""
+        entries = np.ascontiguousarray(matrix, dtype=np.float32)
+        entries.view(np.int32)[np.isnan(entries)] = _MISSING
+        out = np.zeros(len(entries), dtype=np.float32)  # predict adds to it
+        row, step, result = entries.ctypes.data, entries.strides[0], out.ctypes.data
+        predict = self._native.predict
+        for i in range(len(entries)):
+            predict(row + i * step, 0, result + 4 * i)
+        return out.astype(np.float64)
+
+    def predict_with_predictor(self, matrix: np.ndarray, all_cores: bool = False) -> np.ndarray:
         import tl2cgen
 
         out = self._predictor(all_cores).predict(tl2cgen.DMatrix(matrix, dtype="float64"))
@@ -197,9 +241,13 @@ def _at_low_priority(fn: Callable[[], None]) -> None:
 
 
 def check_parity(compiled: CompiledTrees, booster: Any, matrix: np.ndarray) -> float:
-    """Max |compiled - XGBoost| on ``matrix``; `CompileError` above `PARITY_TOLERANCE`."""
+    """Max |compiled - XGBoost| on ``matrix`` through both compiled paths (row by row and
+    the Predictor); `CompileError` above `PARITY_TOLERANCE`."""
     expected = np.asarray(booster.inplace_predict(matrix), dtype=np.float64)
-    diff = float(np.max(np.abs(compiled.predict(matrix) - expected)))
+    diff = max(
+        float(np.max(np.abs(compiled.predict_direct(matrix) - expected))),
+        float(np.max(np.abs(compiled.predict_with_predictor(matrix) - expected))),
+    )
     if not diff <= PARITY_TOLERANCE:
         raise CompileError(f"compiled trees differ from XGBoost by {diff:.2e} on probe rows")
     return diff

@@ -191,7 +191,7 @@ class ModelHolder:
             lib = cached_library(compiled_cache_dir(self.settings), _model_json(model))
             if lib is None:
                 return model
-            return self._attach(model, CompiledTrees.load(lib))
+            return self._attach(model, CompiledTrees.load(lib, model.booster.num_features()))
         except Exception as err:  # a broken cache entry: compile again in the background
             log.warning("cached compiled model unusable (%s)", err)
             return model
@@ -207,7 +207,7 @@ class ModelHolder:
         t0 = time.perf_counter()
         try:
             lib = compile_trees(_model_json(model), compiled_cache_dir(self.settings))
-            upgraded = self._attach(model, CompiledTrees.load(lib))
+            upgraded = self._attach(model, CompiledTrees.load(lib, model.booster.num_features()))
         except Exception as err:
             reason = f"{type(err).__name__}: {err}"
             log.warning("serving version %s through XGBoost: %s", model.version, reason)
