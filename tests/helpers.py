@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -120,8 +121,13 @@ BIN = Path(sys.executable).parent
 
 
 def api_command(port: int) -> list[str]:
-    """`bentoml serve` of the raincast API on 127.0.0.1:``port``."""
-    return [str(BIN / "bentoml"), "serve", "raincast.serving.service:RainService",
+    """`bentoml serve` of the raincast API on 127.0.0.1:``port``, with a BentoML home of
+    its own: `bentoml serve` empties ``$BENTOML_HOME/prometheus_multiproc_dir`` when it
+    starts, which wipes the metrics of any other server sharing that home (what
+    `raincast serve` avoids the same way)."""
+    home = Path(tempfile.gettempdir()) / f"raincast-bentoml-{port}"
+    return ["env", f"BENTOML_HOME={home}", str(BIN / "bentoml"), "serve",
+            "raincast.serving.service:RainService",
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
 

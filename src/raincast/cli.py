@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from raincast.params import Params
     from raincast.serving.auth import UserStore
+    from raincast.settings import Settings
 
 app = typer.Typer(
     help="raincast: keep a rain-tomorrow model fresh and serve it safely.", no_args_is_help=True
@@ -41,7 +43,7 @@ DateOpt = Annotated[
 ]
 
 
-def _setup() -> tuple[object, object]:
+def _setup() -> tuple[Settings, Params]:
     from raincast.monitoring.jobs import configure_logging
     from raincast.params import load_params
     from raincast.settings import Settings
@@ -165,15 +167,15 @@ def fetch(
 
     settings, params = _setup()
     with _data_errors(settings):
-        src = ingest.make_source(source, settings)  # type: ignore[arg-type]
+        src = ingest.make_source(source, settings)
         d = _date(logical_date) or default_date(src)
         first = _date(start)
         if history_if_empty and first is None:
-            engine = store.connect(settings.raw_store_url)  # type: ignore[attr-defined]
+            engine = store.connect(settings.raw_store_url)
             if store.count_rows(engine) == 0:
-                first = min(history_start(src, d, params.history), d)  # type: ignore[attr-defined]
+                first = min(history_start(src, d, params.history), d)
                 typer.echo(f"the store is empty: fetching its history from {first}")
-        res = ingest.fetch(settings, src, d, first)  # type: ignore[arg-type]
+        res = ingest.fetch(settings, src, d, first)
     if res.unknown_columns:
         typer.secho(
             f"note: {len(res.unknown_columns)} column(s) outside the weatherAUS schema were "
@@ -204,8 +206,8 @@ def validate(
     d = _date(logical_date) or date.today()
     with _data_errors(settings):
         out = ingest.validate(
-            settings,  # type: ignore[arg-type]
-            params.validate_,  # type: ignore[attr-defined]
+            settings,
+            params.validate_,
             d,
             run_id,
             allow_mixed=allow_mixed_sources or None,
@@ -238,7 +240,7 @@ def dvc_command(ctx: typer.Context) -> None:
     from raincast.pipeline.dvc_locks import drop_stale_own_pid_locks
 
     settings, _ = _setup()
-    drop_stale_own_pid_locks(settings.project_dir / ".dvc" / "tmp")  # type: ignore[attr-defined]
+    drop_stale_own_pid_locks(settings.project_dir / ".dvc" / "tmp")
     local = Path(sys.executable).parent / "dvc"
     binary = str(local) if local.exists() else shutil.which("dvc")
     if binary is None:
@@ -254,7 +256,7 @@ def process() -> None:
     from raincast.pipeline import stages
 
     settings, _ = _setup()
-    typer.echo(f"processed {stages.process(settings)} labelled rows")  # type: ignore[arg-type]
+    typer.echo(f"processed {stages.process(settings)} labelled rows")
 
 
 @app.command()
@@ -265,7 +267,7 @@ def split() -> None:
 
     settings, params = _setup()
     try:
-        typer.echo(json.dumps(stages.split(settings, params)))  # type: ignore[arg-type]
+        typer.echo(json.dumps(stages.split(settings, params)))
     except ValueError as err:
         raise _fail(str(err)) from err
 
@@ -278,7 +280,7 @@ def drift() -> None:
 
     settings, params = _setup()
     try:
-        out = stages.drift(settings, params)  # type: ignore[arg-type]
+        out = stages.drift(settings, params)
     except (ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from err
     _record("raincast_drift_share", out["drift_share"])
@@ -303,16 +305,16 @@ def train() -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        out = stages.train(settings, params)  # type: ignore[arg-type]
+        out = stages.train(settings, params)
     except MlflowException as err:  # e.g. tracking server down: one clear line, exit 1
-        uri = settings.tracking_uri  # type: ignore[attr-defined]
+        uri = settings.tracking_uri
         where = (
             " (uploading to the artifact store behind it, S3 in production)"
             if "mlflow-artifacts" in str(err)
             else ""
         )
         raise _fail(f"MLflow at {uri}{where} failed, nothing registered: {err}") from err
-    val = json.loads((settings.project_dir / stages.METRICS_DIR / "validation.json").read_text())  # type: ignore[attr-defined]
+    val = json.loads((settings.project_dir / stages.METRICS_DIR / "validation.json").read_text())
     _record("raincast_model_f1", val["f1"], slice="validation")
     _record("raincast_model_roc_auc", val["roc_auc"], slice="validation")
     typer.echo(
@@ -327,7 +329,7 @@ def evaluate() -> None:
     from raincast.pipeline import stages
 
     settings, _ = _setup()
-    m = stages.evaluate(settings)  # type: ignore[arg-type]
+    m = stages.evaluate(settings)
     _record("raincast_model_f1", m["f1"], slice="test")
     _record("raincast_model_roc_auc", m["roc_auc"], slice="test")
     typer.echo(f"test F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}")
@@ -359,8 +361,8 @@ def predict(logical_date: BatchDateOpt = None, run_id: RunIdOpt = None) -> None:
 
     settings, _ = _setup()
     try:
-        d = _date(logical_date) or batch.latest_observation_date(settings)  # type: ignore[arg-type]
-        rep = batch.predict_day(settings, d, run_id)  # type: ignore[arg-type]
+        d = _date(logical_date) or batch.latest_observation_date(settings)
+        rep = batch.predict_day(settings, d, run_id)
     except batch.NoChampionError as err:
         # A fresh deployment: the first retrain (triggered by the same Asset event) has not
         # promoted a model yet. Nothing to predict with is not a failure: Airflow skips.
@@ -395,9 +397,9 @@ def score(
     settings, _ = _setup()
     try:
         days = batch.parse_windows(windows)
-        d = _date(logical_date) or batch.latest_observation_date(settings)  # type: ignore[arg-type]
-        rows = batch.score_day(settings, d, days, run_id)  # type: ignore[arg-type]
-        pending = batch.count_pending(settings, d, max(days))  # type: ignore[arg-type]
+        d = _date(logical_date) or batch.latest_observation_date(settings)
+        rows = batch.score_day(settings, d, days, run_id)
+        pending = batch.count_pending(settings, d, max(days))
     except (LookupError, ValueError) as err:
         raise _fail(str(err)) from err
     if not rows:
@@ -447,15 +449,15 @@ def retrain_due(
     if run_type != "scheduled":
         typer.echo(f"retrain due: {run_type} run")
         return
-    client = tracking.configure(settings)  # type: ignore[arg-type]
+    client = tracking.configure(settings)
     try:
-        champ = client.get_model_version_by_alias(settings.model_name, CHAMPION)  # type: ignore[attr-defined]
+        champ = client.get_model_version_by_alias(settings.model_name, CHAMPION)
     except Exception:
         typer.echo("retrain due: no champion yet")
         return
     created = datetime.fromtimestamp(champ.creation_timestamp / 1000, UTC)
     age = (datetime.now(UTC) - created).days
-    limit = params.retrain.max_age_days  # type: ignore[attr-defined]
+    limit = params.retrain.max_age_days
     if age >= limit:
         typer.echo(f"retrain due: champion version {champ.version} is {age} days old (>= {limit})")
         return
@@ -474,7 +476,7 @@ def promote(
     from raincast.pipeline.promotion import promote as do_promote
 
     settings, params = _setup()
-    out = do_promote(settings, params.promote, version, params.drift.mode)  # type: ignore[arg-type, attr-defined]
+    out = do_promote(settings, params.promote, version, params.drift.mode)
     if out.decision is not None:
         _record("raincast_promotion_promoted", float(out.decision.promote))
     _record_champion(settings)
@@ -540,7 +542,7 @@ def replay(run_id: RunIdOpt = None) -> None:
 
     settings, params = _setup()
     try:
-        rep = do_replay(settings, params.replay, run_id)  # type: ignore[arg-type, attr-defined]
+        rep = do_replay(settings, params.replay, run_id)
     except batch.NoChampionError as err:
         typer.echo(f"skipped: {err}")
         raise typer.Exit(SKIP_EXIT) from err
@@ -562,7 +564,7 @@ def rollback(
 
     settings, _ = _setup()
     try:
-        before, after = do_rollback(settings, to)  # type: ignore[arg-type]
+        before, after = do_rollback(settings, to)
     except (LookupError, MlflowException) as err:
         raise _fail(str(err)) from err
     typer.echo(f"champion: version {before} -> {after}")
@@ -574,8 +576,8 @@ def registry_list() -> None:
     from raincast.models import tracking
 
     settings, _ = _setup()
-    client = tracking.configure(settings)  # type: ignore[arg-type]
-    versions = client.search_model_versions(f"name='{settings.model_name}'")  # type: ignore[attr-defined]
+    client = tracking.configure(settings)
+    versions = client.search_model_versions(f"name='{settings.model_name}'")
     for v in sorted(versions, key=lambda v: int(v.version)):
         t = v.tags
         typer.echo(
@@ -600,7 +602,7 @@ def registry_stage(
 
     settings, _ = _setup()
     try:
-        alias = move_alias(settings, version, stage)  # type: ignore[arg-type]
+        alias = move_alias(settings, version, stage)
     except (ValueError, MlflowException) as err:
         raise _fail(str(err)) from err
     typer.echo(f"version {version}: {stage} -> alias {alias or '(none)'}")
@@ -612,7 +614,7 @@ def registry_history() -> None:
     from raincast.data import store
 
     settings, _ = _setup()
-    df = store.read_history(store.connect(settings.raw_store_url), settings.model_name)  # type: ignore[attr-defined]
+    df = store.read_history(store.connect(settings.raw_store_url), settings.model_name)
     cols = [
         "decided_at",
         "action",
@@ -704,11 +706,14 @@ def serve(
 
     from raincast.serving.auth import AuthConfig, AuthConfigError
 
-    _setup()
+    settings, _ = _setup()
     try:
         AuthConfig.from_env()  # refuse to start without a strong secret, before BentoML
     except AuthConfigError as err:
         raise _fail(str(err)) from err
+    # `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir as it starts: a second
+    # server sharing the home would wipe this one's metrics. One home per port.
+    os.environ.setdefault("BENTOML_HOME", str(settings.state_dir / "bentoml" / str(port)))
     bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
     cmd = [bentoml, "serve", "raincast.serving.service:RainService"]
     os.execvp(bentoml, [*cmd, "--host", host, "--port", str(port)])
@@ -722,7 +727,7 @@ def airflow(
     from raincast import orchestration
 
     settings, _ = _setup()
-    env = orchestration.airflow_env(settings, port)  # type: ignore[arg-type]
+    env = orchestration.airflow_env(settings, port)
     typer.echo("preparing Airflow (metadata DB, pool raincast_dvc) ...")
     try:
         orchestration.prepare(env)
@@ -730,7 +735,7 @@ def airflow(
         raise _fail(str(err)) from err
     typer.secho(
         f"Airflow UI: http://127.0.0.1:{port}  user: {orchestration.ADMIN_USER}  "
-        f"password: {orchestration.admin_password(settings)}  (Ctrl-C stops it)",  # type: ignore[arg-type]
+        f"password: {orchestration.admin_password(settings)}  (Ctrl-C stops it)",
         fg="green",
         bold=True,
     )
@@ -747,10 +752,10 @@ def up(
     settings, _ = _setup()
     ports = platform.Ports.from_env()
     try:
-        urls = platform.up(settings, ports, timeout)  # type: ignore[arg-type]
+        urls = platform.up(settings, ports, timeout)
     except RuntimeError as err:
         raise _fail(str(err)) from err
-    env_file = settings.project_dir / ".env"  # type: ignore[attr-defined]
+    env_file = settings.project_dir / ".env"
     typer.secho("raincast is up (logs: var/log/platform.log; stop with `make down`)", fg="green")
     pointers = platform.where_to_look(ports, urls, env_file)
     typer.secho("Where to look first:", bold=True)
@@ -770,7 +775,7 @@ def down() -> None:
     from raincast import platform
 
     settings, _ = _setup()
-    stopped = platform.down(settings)  # type: ignore[arg-type]
+    stopped = platform.down(settings)
     typer.echo("stopped" if stopped else "nothing was running")
 
 
@@ -794,14 +799,14 @@ def run(
 
     settings, params = _setup()
     if allow_mixed_sources:
-        settings = settings.model_copy(update={"allow_mixed_sources": True})  # type: ignore[attr-defined]
+        settings = settings.model_copy(update={"allow_mixed_sources": True})
     try:
         with _data_errors(settings):
-            src = ingest.make_source(source, settings)  # type: ignore[arg-type]
+            src = ingest.make_source(source, settings)
             d = _date(logical_date) or cycle.default_date(src)
-            fallback = ingest.make_source("synthetic", settings) if source == "openmeteo" else None  # type: ignore[arg-type]
+            fallback = ingest.make_source("synthetic", settings) if source == "openmeteo" else None
             progress = cycle.Progress(lambda line: typer.echo(line, err=True))
-            rep = cycle.run_cycle(settings, params, src, d, fallback, progress)  # type: ignore[arg-type]
+            rep = cycle.run_cycle(settings, params, src, d, fallback, progress)
     except typer.Exit:
         raise
     except RuntimeError as err:  # a DVC stage failed: its own output follows
