@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 
 import pandas as pd
 
@@ -12,8 +11,6 @@ from raincast.data import store
 from raincast.models import tracking
 from raincast.models.registry import (
     CHAMPION,
-    Decision,
-    Scores,
     alias_version,
     apply_drift,
     decide_promotion,
@@ -22,21 +19,13 @@ from raincast.models.registry import (
     score_version,
 )
 from raincast.params import PromoteParams
+from raincast.pipeline.outcome import PromotionOutcome
 from raincast.pipeline.stages import DRIFT_DIR, MODEL_DIR, SPLIT_DIR
 from raincast.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "raincast-registry"
-
-
-@dataclass(frozen=True)
-class PromotionOutcome:
-    candidate: Scores | None
-    champion_before: Scores | None
-    decision: Decision | None
-    champion_version: str | None
-    skipped: str | None = None  # why nothing was decided (already decided / already champion)
 
 
 def promote(
