@@ -206,13 +206,13 @@ def build_row(record: dict[str, object]) -> list[float]:
         v = get(col)
         if v is not None:
             x[at] = float(v)  # type: ignore[arg-type]
-    location = _CODES[schema.LOCATION][record[schema.LOCATION]]  # type: ignore[index]
+    location = _CODES[schema.LOCATION][record[schema.LOCATION]]
     x[_LOCATION_AT] = location
     x[_STATE_AT], x[_LATITUDE_AT], x[_LONGITUDE_AT] = _BY_LOCATION_ROWS[int(location)]
     for col, at, codes in _DIRECTION_AT:
         v = get(col)
         if v is not None and v == v:  # None and NaN are missing
-            x[at] = codes[v]  # type: ignore[index]
+            x[at] = codes[v]
     x[_SIN_AT], x[_COS_AT] = _SEASON[_day_of_year(record[schema.DATE])]
     rain = x[_RAIN_AT]
     if rain == rain:

@@ -157,5 +157,5 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
 
 def read_weather_csv(path: str | object) -> pd.DataFrame:
     """Read a weatherAUS-format CSV (optionally gzipped) into the canonical frame."""
-    df = pd.read_csv(path, na_values=["NA"], keep_default_na=True, dtype={LOCATION: "object"})  # type: ignore[call-overload]
+    df = pd.read_csv(path, na_values=["NA"], keep_default_na=True, dtype={LOCATION: "object"})
     return conform(df)

@@ -301,7 +301,7 @@ def score_windows(
                     n_pending=len(in_window) - len(done),
                     scored_at=scored_at,
                     run_id=run_id,
-                    **metrics,  # type: ignore[arg-type]
+                    **metrics,
                 )
             )
     if not any(r.n_scored for r in rows):

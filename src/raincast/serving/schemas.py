@@ -81,7 +81,7 @@ Observation = create_model(  # type: ignore[call-overload]
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rows: list[Observation] = Field(min_length=1, max_length=MAX_ROWS)  # type: ignore[valid-type]
+    rows: list[Observation] = Field(min_length=1, max_length=MAX_ROWS)
 
 
 class Prediction(BaseModel):

@@ -28,7 +28,7 @@ class Source(Protocol):
 def default_date(source: Source) -> date:
     """File sources default to their last date; live ones to today."""
     last = getattr(source, "last_date", None)
-    return last() if callable(last) else date.today()  # type: ignore[no-any-return]
+    return last() if callable(last) else date.today()
 
 
 def history_start(source: Source, logical_date: date, history: HistoryParams) -> date:
@@ -36,7 +36,7 @@ def history_start(source: Source, logical_date: date, history: HistoryParams) ->
     files every earlier row, Open-Meteo / synthetic the days params.yaml `history` sets."""
     first = getattr(source, "first_date", None)
     if callable(first):
-        return first()  # type: ignore[no-any-return]
+        return first()
     days = history.openmeteo_days if source.name == "openmeteo" else history.synthetic_days
     return logical_date - timedelta(days=days)
 
