@@ -694,7 +694,7 @@ def newest_labelled_date(target: Target) -> date | None:
         hi = conn.execute(
             sa.select(sa.func.max(col)).where(observations.c[schema.RAIN_TOMORROW].isnot(None))
         ).scalar()
-    return None if hi is None else _as_date(hi)
+    return None if hi is None else as_date(hi)
 
 
 def record_decision(engine: sa.Engine, **values: Any) -> None:
@@ -893,6 +893,15 @@ predictions = sa.Table(
     sa.Column("run_id", sa.String(120), nullable=False),
 )
 
+
+def _window_metrics() -> list[sa.Column[float]]:
+    """The metric columns of a scored window, shared by live and replayed scores (a metric
+    added here reaches both tables). roc_auc is null when the window holds one class."""
+    names = ("f1", "precision", "recall", "roc_auc", "base_rate", "predicted_positive_rate",
+             "mean_probability")  # fmt: skip
+    return [sa.Column(name, sa.Float) for name in names]
+
+
 live_scores = sa.Table(
     "live_scores",
     metadata,
@@ -903,13 +912,7 @@ live_scores = sa.Table(
     sa.Column("model_versions", sa.String(400), nullable=False),  # comma-separated, ascending
     sa.Column("n_scored", sa.Integer, nullable=False),
     sa.Column("n_pending", sa.Integer, nullable=False),
-    sa.Column("f1", sa.Float),
-    sa.Column("precision", sa.Float),
-    sa.Column("recall", sa.Float),
-    sa.Column("roc_auc", sa.Float),  # null when the window holds a single observed class
-    sa.Column("base_rate", sa.Float),
-    sa.Column("predicted_positive_rate", sa.Float),
-    sa.Column("mean_probability", sa.Float),
+    *_window_metrics(),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(120), nullable=False),
     sa.Column("calibration_error", sa.Float),  # expected calibration error, 10 bins
@@ -919,7 +922,11 @@ _PREDICTION_KEY = ("target_date", schema.LOCATION, "model_name", "model_version"
 _PREDICTION_VALUES = ("observation_date", "probability", "label", "threshold")
 
 
-def _as_date(value: Any) -> date:
+def as_date(value: Any) -> date:
+    """A stored date as ``date``: dates as they are, a datetime's day, ISO text's first 10
+    characters (SQLite hands dates back as text)."""
+    if isinstance(value, datetime):
+        return value.date()
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
@@ -928,7 +935,7 @@ def _frame_of(conn: sa.Connection, q: sa.Select, table: sa.Table) -> pd.DataFram
     df = pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in table.columns])
     for c in table.columns:
         if isinstance(c.type, sa.Date) and not df.empty:
-            df[c.name] = [None if v is None else _as_date(v).isoformat() for v in df[c.name]]
+            df[c.name] = [None if v is None else as_date(v).isoformat() for v in df[c.name]]
     return df
 
 
@@ -949,7 +956,7 @@ def upsert_predictions(engine: sa.Engine, rows: list[dict[str, Any]]) -> UpsertR
                 predictions.c.target_date.in_(targets)
             )
         ).all()
-        existing = {(_as_date(r[0]), *r[1:4]): tuple(r[4:]) for r in found}
+        existing = {(as_date(r[0]), *r[1:4]): tuple(r[4:]) for r in found}
         new, changed = [], []
         for r in rows:
             old = existing.get(tuple(r[k] for k in _PREDICTION_KEY))
@@ -986,7 +993,7 @@ def _same_prediction(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
         thr_old is not None and thr_new is not None and abs(thr_old - thr_new) <= 1e-12
     )
     return (
-        _as_date(obs_old) == _as_date(obs_new)
+        as_date(obs_old) == as_date(obs_new)
         and abs(float(p_old) - float(p_new)) <= 1e-12
         and label_old == label_new
         and same_thr
@@ -1070,13 +1077,7 @@ replayed_scores = sa.Table(
     sa.Column("model_version", sa.String(20), primary_key=True),
     sa.Column("window_start", sa.Date, nullable=False),
     sa.Column("n_scored", sa.Integer, nullable=False),
-    sa.Column("f1", sa.Float),
-    sa.Column("precision", sa.Float),
-    sa.Column("recall", sa.Float),
-    sa.Column("roc_auc", sa.Float),
-    sa.Column("base_rate", sa.Float),
-    sa.Column("predicted_positive_rate", sa.Float),
-    sa.Column("mean_probability", sa.Float),
+    *_window_metrics(),
     sa.Column("calibration_error", sa.Float),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(120), nullable=False),

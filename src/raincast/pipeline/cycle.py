@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,7 +91,7 @@ def settled_in_store(
         or str(last["model_version"]) != champion
         or last["days"] != params.days
         or last["windows"] != ",".join(map(str, params.windows))
-        or _as_day(last["last_observation_date"]) != store.newest_labelled_date(engine)
+        or store.as_date(last["last_observation_date"]) != store.newest_labelled_date(engine)
     ):
         return None
     row = decided.iloc[-1]
@@ -101,18 +101,11 @@ def settled_in_store(
         None,
         champion,
         skipped=f"version {candidate} was already {row['decision']} "
-        f"({_as_day(row['decided_at'])}); nothing changed since",
+        f"({store.as_date(row['decided_at'])}); nothing changed since",
     )
-    window = f"{_as_day(last['first_observation_date'])}..{_as_day(last['last_observation_date'])}"
+    first = store.as_date(last["first_observation_date"])
+    window = f"{first}..{store.as_date(last['last_observation_date'])}"
     return outcome, f"version {champion}'s replayed window {window} is current"
-
-
-def _as_day(value: object) -> date:
-    return (
-        value
-        if isinstance(value, date) and not isinstance(value, datetime)
-        else (value.date() if isinstance(value, datetime) else date.fromisoformat(str(value)[:10]))
-    )
 
 
 def replay(settings: Settings, params: ReplayParams) -> tuple[ReplayReport | None, str]:

@@ -157,18 +157,14 @@ def score_replayed(
     return rows
 
 
-def _day(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-
-
 def _unchanged(
     last: dict[str, Any] | None, version: str, window: ReplayWindow, cfg: ReplayParams
 ) -> bool:
     return (
         last is not None
         and str(last["model_version"]) == version
-        and _day(last["first_observation_date"]) == window.first
-        and _day(last["last_observation_date"]) == window.last
+        and store.as_date(last["first_observation_date"]) == window.first
+        and store.as_date(last["last_observation_date"]) == window.last
         and last["windows"] == ",".join(map(str, cfg.windows))
     )
 
