@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,8 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import sqlalchemy as sa
 from mlflow import MlflowClient
 
 from raincast import schema
@@ -171,3 +174,49 @@ def start_mlflow_server(
         "mlflow server", lambda: http_status(f"http://127.0.0.1:{port}/health") == 200, 120, log
     )
     return proc, port
+
+
+def race_two_upserts(
+    url: str, batch: pd.DataFrame, source: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, store.UpsertResult], dict[str, BaseException]]:
+    """Two threads upsert ``batch`` into the store at ``url`` at once, the second starting
+    while the first has read what it compares against and sleeps 0.5 s (every chance to
+    overtake there). Returns each thread's result and error by name (first, second)."""
+    first_has_read = threading.Event()
+    real_read = store._read_observations
+
+    def slow_read(*args: object, **kwargs: object) -> pd.DataFrame:
+        out = real_read(*args, **kwargs)  # type: ignore[arg-type]
+        if threading.current_thread().name == "first":
+            first_has_read.set()
+            time.sleep(0.5)
+        return out
+
+    monkeypatch.setattr(store, "_read_observations", slow_read)
+    results: dict[str, store.UpsertResult] = {}
+    errors: dict[str, BaseException] = {}
+
+    def upsert(name: str) -> None:
+        try:
+            results[name] = store.upsert_observations(store.connect(url), batch, source, name)
+        except BaseException as err:  # reported by the caller's assertions
+            errors[name] = err
+
+    first = threading.Thread(target=upsert, args=("first",), name="first")
+    second = threading.Thread(target=upsert, args=("second",), name="second")
+    first.start()
+    assert first_has_read.wait(10)
+    second.start()
+    first.join(30)
+    second.join(30)
+    return results, errors
+
+
+def waiting_advisory_locks(engine: sa.Engine) -> int:
+    """PostgreSQL advisory locks requested and not yet granted (sessions waiting on one)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar_one()
+        )

@@ -41,7 +41,14 @@ from tests.backends.conftest import (
     run_raincast,
     wait_for,
 )
-from tests.helpers import free_port, http_status, start_logged, stop_group, train_small_model
+from tests.helpers import (
+    free_port,
+    http_status,
+    start_logged,
+    stop_group,
+    train_small_model,
+    waiting_advisory_locks,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -90,15 +97,6 @@ def _trained_project(work: Path, stack: Stack, model: str, **train: Any) -> Sett
 # --- racing promotions -----------------------------------------------------------------
 
 
-def _waiting_advisory_locks(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            ).scalar_one()
-        )
-
-
 @pytest.mark.timeout(600)
 def test_racing_promotions_are_serialised_and_both_recorded(
     registry_up: Stack, tmp_path: Path
@@ -130,7 +128,7 @@ def test_racing_promotions_are_serialised_and_both_recorded(
         try:
             wait_for(
                 "both promoters to wait on the lock",
-                lambda: _waiting_advisory_locks(engine) == 2,
+                lambda: waiting_advisory_locks(engine) == 2,
                 180,
             )
             assert store.read_history(engine, model).empty  # nobody decided under our lock

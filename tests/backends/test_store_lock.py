@@ -8,7 +8,6 @@ import os
 import secrets
 import subprocess
 import threading
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from raincast.pipeline import ingest
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
 from tests.backends.conftest import BIN, Postgres, wait_for
+from tests.helpers import race_two_upserts, waiting_advisory_locks
 
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
 DAY = date(2021, 3, 10)
@@ -40,15 +40,6 @@ class _Csv:
 
 def _settings(tmp_path: Path, url: str, **extra: object) -> Settings:
     return Settings(project_dir=tmp_path, home=tmp_path / "var", store_url=url, **extra)
-
-
-def _advisory_waiters(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            ).scalar_one()
-        )
 
 
 def test_a_busy_store_is_refused_naming_the_holder(postgres: Postgres, tmp_path: Path) -> None:
@@ -120,7 +111,7 @@ def test_two_validates_queue_on_the_advisory_lock_and_both_days_land(
         try:
             wait_for(
                 "both validates to wait on the advisory lock",
-                lambda: _advisory_waiters(engine) == 2,
+                lambda: waiting_advisory_locks(engine) == 2,
                 120,
             )
             assert store.count_rows(engine) == 0
@@ -144,33 +135,7 @@ def test_two_upserts_of_one_day_at_once_never_collide(
     """Without the store lock too: the write transaction locks the table before reading."""
     url = postgres.create_db(f"race_{secrets.token_hex(3)}")
     batch = SyntheticSource(seed=1, stations=STATIONS).fetch(DAY, DAY)
-    first_has_read = threading.Event()
-    real_read = store._read_observations
-
-    def slow_read(*args: object, **kwargs: object) -> pd.DataFrame:
-        out = real_read(*args, **kwargs)  # type: ignore[arg-type]
-        if threading.current_thread().name == "first":
-            first_has_read.set()
-            time.sleep(0.5)
-        return out
-
-    monkeypatch.setattr(store, "_read_observations", slow_read)
-    results: dict[str, store.UpsertResult] = {}
-    errors: dict[str, BaseException] = {}
-
-    def upsert(name: str) -> None:
-        try:
-            results[name] = store.upsert_observations(store.connect(url), batch, "csv", name)
-        except BaseException as err:
-            errors[name] = err
-
-    first = threading.Thread(target=upsert, args=("first",), name="first")
-    second = threading.Thread(target=upsert, args=("second",), name="second")
-    first.start()
-    assert first_has_read.wait(10)
-    second.start()
-    first.join(30)
-    second.join(30)
+    results, errors = race_two_upserts(url, batch, "csv", monkeypatch)
     assert errors == {}
     assert results["first"].inserted == len(batch)
     assert (results["second"].inserted, results["second"].unchanged) == (0, len(batch))

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from raincast import schema
 from raincast.data import store
 from tests.conftest import RawRows
+from tests.helpers import race_two_upserts
 
 D1, D2, D3 = "2020-01-01", "2020-01-02", "2020-01-03"
 
@@ -432,33 +433,7 @@ def test_two_upserts_of_one_day_at_once_never_collide(
     fails on the primary key."""
     url = f"sqlite:///{tmp_path}/race.db"
     batch = raw_rows(n_days=1)
-    first_has_read = threading.Event()
-    real_read = store._read_observations
-
-    def slow_read(*args: object, **kwargs: object) -> pd.DataFrame:
-        out = real_read(*args, **kwargs)  # type: ignore[arg-type]
-        if threading.current_thread().name == "first":
-            first_has_read.set()
-            time.sleep(0.5)  # the second writer gets every chance to overtake here
-        return out
-
-    monkeypatch.setattr(store, "_read_observations", slow_read)
-    results: dict[str, store.UpsertResult] = {}
-    errors: dict[str, BaseException] = {}
-
-    def upsert(name: str) -> None:
-        try:
-            results[name] = store.upsert_observations(store.connect(url), batch, "synthetic", name)
-        except BaseException as err:  # reported by the assertion below
-            errors[name] = err
-
-    first = threading.Thread(target=upsert, args=("first",), name="first")
-    second = threading.Thread(target=upsert, args=("second",), name="second")
-    first.start()
-    assert first_has_read.wait(10)
-    second.start()
-    first.join(30)
-    second.join(30)
+    results, errors = race_two_upserts(url, batch, "synthetic", monkeypatch)
     assert errors == {}
     assert results["first"].inserted == len(batch)
     assert (results["second"].inserted, results["second"].unchanged) == (0, len(batch))
