@@ -1,11 +1,18 @@
-"""Infrastructure settings from the environment (``RAINCAST_*``); tunables live in params.yaml."""
+"""Infrastructure settings from the environment (``RAINCAST_*``); tunables live in params.yaml.
+
+The one home of every ``RAINCAST_*`` variable the package reads: the edges (the CLI, the
+API's start-up, the UI) build one `Settings` and pass it down; nothing below them reads
+``os.environ``. ``.env.example`` documents each variable.
+"""
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +69,80 @@ class Settings(BaseSettings):
         default=False,
         description="Let real and synthetic rows share one store (off: such a write is refused).",
     )
+
+    # --- logs, traces, job metrics (every process) ------------------------------------------
+    log_level: str = Field(default="INFO", description="Python log level of every process.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line (Loki/Alloy)."
+    )
+    otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP traces endpoint (e.g. Tempo's); empty: no tracing."
+    )
+    trace_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    pushgateway_url: str = Field(
+        default="", description="Prometheus Pushgateway for the batch jobs' gauges; empty: off."
+    )
+    run_id: str = Field(
+        default="", description="The orchestrator's run id (Airflow sets it for each task)."
+    )
+
+    # --- the API (`raincast serve`, `bentoml serve`) ----------------------------------------
+    api_workers: int | Literal["cpu_count"] = Field(
+        default=1, description="Worker processes (each holds the model), or cpu_count."
+    )
+    api_max_concurrency: int | None = Field(
+        default=None, gt=0, description="Requests in flight per service; default 16 per worker."
+    )
+    api_poll_s: float = Field(
+        default=30.0, gt=0, description="How often a worker checks the registry's champion (s)."
+    )
+    api_access_log: bool = False
+    api_public_prefix: str = Field(
+        default="", description="Path prefix the API is published under (e.g. /api behind nginx)."
+    )
+    api_compile: bool = Field(default=True, description="Serve the champion as compiled trees.")
+    api_model_cache: Path | None = Field(
+        default=None, description="Compiled models folder; default <home>/compiled-models."
+    )
+    api_max_rows: int = Field(default=1000, gt=0, description="Rows per /predict request.")
+    api_max_batch_rows: int = Field(
+        default=100_000, gt=0, description="Rows per /predict_batch request."
+    )
+    api_max_body_bytes: int | None = Field(
+        default=None, gt=0, description="Caps every path's body limit further (bytes)."
+    )
+
+    # --- tokens and users (the API and `raincast users`) ------------------------------------
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(""), description="HS256 signing key, at least 32 bytes (required)."
+    )
+    jwt_ttl_s: str = Field(default="900", description="Token lifetime, 60..86400 s.")
+    jwt_issuer: str = "raincast"
+    jwt_audience: str = "raincast-api"
+    jwt_leeway_s: str = Field(default="30", description="Clock skew allowed, 0..60 s.")
+    users_file: Path = Field(
+        default=Path("var/users.json"), description="Users and argon2 hashes (JSON)."
+    )
+
+    # --- the UI ----------------------------------------------------------------------------
+    api_url: str = Field(default="http://127.0.0.1:3000", description="Where the UI finds the API.")
+    api_timeout_s: float = Field(default=60.0, gt=0)
+
+    # --- `raincast up` / `raincast airflow` (the one-machine deployment) --------------------
+    airflow_password: SecretStr | None = None
+    mlflow_port: int = 5000
+    airflow_port: int = 8080
+    api_port: int = 3000
+    ui_port: int = 8501
+    prometheus_port: int = 9090
+    pushgateway_port: int = 9091
+
+    @property
+    def api_worker_count(self) -> int:
+        """Worker processes as a number (``cpu_count`` resolved on this machine)."""
+        if isinstance(self.api_workers, int):
+            return self.api_workers
+        return os.cpu_count() or 1
 
     @cached_property
     def state_dir(self) -> Path:
