@@ -25,10 +25,11 @@ from mlflow import MlflowClient
 
 from raincast import schema
 from raincast.data import store
-from raincast.params import Params, TrainParams
+from raincast.params import Params
 from raincast.pipeline import stages
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from tests.params_file import LIBRARY_DEFAULTS, train_params, write_params
 
 
 def free_port() -> int:
@@ -60,7 +61,7 @@ def train_small_model(
     windows = {"train": ["2019-01-01", "2020-06-30"], "validation": ["2020-07-01", "2020-12-30"]}
     windows["test"] = windows["validation"]
     if not (root / "params.yaml").exists():
-        (root / "params.yaml").write_text("{}\n")
+        write_params(root, LIBRARY_DEFAULTS)
     return train_on_split(settings, train, val, windows, seed, n_estimators, champion)
 
 
@@ -81,7 +82,7 @@ def train_on_split(
     val.to_parquet(split / "validation.parquet", index=False)
     (split / "windows.json").write_text(json.dumps({"windows": windows}))
     params = Params(
-        train=TrainParams(
+        train=train_params(
             seed=seed,
             early_stopping_rounds=5,
             xgb={"n_estimators": n_estimators, "max_depth": 3, "n_jobs": 1},

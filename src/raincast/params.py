@@ -1,4 +1,9 @@
-"""Typed view of params.yaml, parsed once at the edge and passed down."""
+"""Typed view of params.yaml, parsed once at the edge and passed down.
+
+params.yaml is the only home of tunables: `load_params` refuses a file that leaves out any
+key (a missing key must not silently change training), and the defaults below exist only
+for tests and equal the committed params.yaml (``tests/unit/test_params.py`` checks it).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import hashlib
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,13 +34,31 @@ class SplitParams(_Strict):
     min_train_rows: int = Field(1000, ge=1)
 
 
+class XgbParams(_Strict):
+    """The booster's settings (scikit-learn names; `raincast.models.train` maps them to
+    XGBoost's native ones). A setting not listed here is refused, not ignored: add it here
+    and to params.yaml to use it."""
+
+    n_estimators: int = Field(2000, ge=1)
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0)
+    max_depth: int = Field(8, ge=0)
+    min_child_weight: float = Field(5.0, ge=0.0)
+    subsample: float = Field(0.8, gt=0.0, le=1.0)
+    colsample_bytree: float = Field(0.6, gt=0.0, le=1.0)
+    reg_lambda: float = Field(1.0, ge=0.0)
+    tree_method: Literal["hist", "approx", "exact"] = "hist"
+    max_cat_to_onehot: int = Field(1, ge=1)
+    max_bin: int = Field(256, ge=2)
+    n_jobs: int = Field(2, ge=1)
+
+
 class TrainParams(_Strict):
     seed: int = 42
-    early_stopping_rounds: int = Field(100, ge=1)
+    early_stopping_rounds: int = Field(50, ge=1)
     #: After early stopping, refit on train + validation with the chosen number of rounds
     #: scaled by this factor (more, and more recent, data); 0 keeps the first fit.
-    refit_rounds_factor: float = Field(0.0, ge=0.0)
-    xgb: dict[str, Any] = Field(default_factory=dict)
+    refit_rounds_factor: float = Field(1.15, ge=0.0)
+    xgb: XgbParams = Field(default_factory=XgbParams)
 
 
 class PromoteParams(_Strict):
@@ -62,7 +85,7 @@ class DriftParams(_Strict):
     share_threshold: float = Field(0.3, gt=0.0, le=1.0)
     #: Per-column threshold for numeric columns (None: Evidently's default for the test
     #: it picks, 0.1 for normed Wasserstein on large samples).
-    num_threshold: float | None = Field(None, gt=0.0)
+    num_threshold: float | None = Field(0.2, gt=0.0)
     #: annotate: record drift with the decision only; block: a drifted dataset also blocks
     #: the promotion of the model trained on it.
     mode: Literal["annotate", "block"] = "annotate"
@@ -99,11 +122,36 @@ class Params(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class MissingParamsError(ValueError):
+    """params.yaml leaves out keys; the message names each as ``section.key``."""
+
+
+def missing_keys(model: type[BaseModel], raw: object, prefix: str = "") -> list[str]:
+    """Dotted names of the fields of ``model`` (and of its sections, recursively) that
+    ``raw`` does not set."""
+    given = raw if isinstance(raw, dict) else {}
+    missing: list[str] = []
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        dotted = f"{prefix}{key}"
+        if key not in given:
+            missing.append(dotted)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            missing += missing_keys(field.annotation, given[key], f"{dotted}.")
+    return missing
+
+
 def load_params(path: Path = Path("params.yaml")) -> Params:
-    """Parse params.yaml; a missing file or unknown key is an error, not a silent default."""
+    """Parse params.yaml: a missing file, a missing key, an unknown key or a value out of
+    range is an error naming it, never a silent default."""
     if not path.exists():
         raise FileNotFoundError(f"params file not found: {path} (run from the project folder)")
     raw = yaml.safe_load(path.read_text()) or {}
+    if missing := missing_keys(Params, raw):
+        raise MissingParamsError(
+            f"{path} leaves out {len(missing)} key(s): {', '.join(missing)} "
+            "(every tunable must be set there; see the committed params.yaml)"
+        )
     return Params.model_validate(raw)
 
 

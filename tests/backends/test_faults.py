@@ -23,7 +23,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-import yaml
 from mlflow import MlflowClient
 
 from raincast import schema
@@ -49,6 +48,7 @@ from tests.helpers import (
     train_small_model,
     waiting_advisory_locks,
 )
+from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def _champion(stack: Stack, model: str) -> str:
 def _trained_project(work: Path, stack: Stack, model: str, **train: Any) -> Settings:
     """A project whose registry (on the server) holds a small champion of ``model``."""
     settings = _settings(work, stack.new_db("faults"), stack, model)
-    (work / "params.yaml").write_text(yaml.safe_dump(SMALL_TRAIN))
+    write_params(work, merged(LIBRARY_DEFAULTS, SMALL_TRAIN))
     train_small_model(settings, STATIONS, **train)
     return settings
 
@@ -103,7 +103,7 @@ def test_racing_promotions_are_serialised_and_both_recorded(
 ) -> None:
     stack, model = registry_up, "rain-race"
     settings = _settings(tmp_path, stack.new_db("race"), stack, model)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL_TRAIN))
+    write_params(tmp_path, merged(LIBRARY_DEFAULTS, SMALL_TRAIN))
     # Two candidates on the same data: a stump-sized model and a real one; no champion yet.
     weak = train_small_model(settings, STATIONS, n_estimators=1, champion=False)
     strong = train_small_model(settings, STATIONS, n_estimators=40, champion=False)
@@ -239,7 +239,7 @@ def test_dirty_batch_fails_above_the_threshold_and_loads_below_it(postgres, tmp_
         RAINCAST_HOME=str(tmp_path / "var"),
         RAINCAST_STORE_URL=url,
     )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"validate": {"max_invalid_share": 0.05}}))
+    write_params(tmp_path, merged(LIBRARY_DEFAULTS, {"validate": {"max_invalid_share": 0.05}}))
     day, start = DAY.isoformat(), (DAY - timedelta(days=2)).isoformat()
     fetched = run_raincast(
         tmp_path, env, "fetch", "--source", "csv:dirty.csv", "--date", day, "--start", start,
@@ -263,7 +263,7 @@ def test_dirty_batch_fails_above_the_threshold_and_loads_below_it(postgres, tmp_
     assert r["rows_in"] == r["accepted"] + r["quarantined"] and r["quarantined"] == q1
     assert r["inserted"] == 0
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"validate": {"max_invalid_share": 0.2}}))
+    write_params(tmp_path, merged(LIBRARY_DEFAULTS, {"validate": {"max_invalid_share": 0.2}}))
     ok = run_raincast(tmp_path, env, "validate", "--date", day, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     runs = _validation_runs(url)

@@ -14,7 +14,6 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from raincast.data import store
@@ -24,6 +23,7 @@ from raincast.settings import Settings
 from tests.backends.conftest import DVC, LAST, Stack, make_project, run_raincast
 from tests.backends.tcp_proxy import TcpProxy
 from tests.helpers import train_small_model
+from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_an_s3_outage_mid_upload_registers_nothing_and_the_retry_does(
         mlflow_tracking_uri=stack.mlflow.url,
         model_name=model,
     )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL_TRAIN))
+    write_params(tmp_path, merged(LIBRARY_DEFAULTS, SMALL_TRAIN))
     champion = train_small_model(settings, STATIONS)  # version 1, champion and challenger
     client = _client(stack)
     before = _versions(stack, model)

@@ -22,6 +22,7 @@ from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
 from tests.backends.conftest import BIN, Postgres, wait_for
 from tests.helpers import race_two_upserts, waiting_advisory_locks
+from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
 DAY = date(2021, 3, 10)
@@ -83,7 +84,7 @@ def test_two_validates_queue_on_the_advisory_lock_and_both_days_land(
 ) -> None:
     url = postgres.create_db(f"lock_{secrets.token_hex(3)}")
     settings = _settings(tmp_path, url)
-    (tmp_path / "params.yaml").write_text("validate: {max_invalid_share: 0.5}\n")
+    write_params(tmp_path, merged(LIBRARY_DEFAULTS, {"validate": {"max_invalid_share": 0.5}}))
     days = [DAY, DAY + timedelta(days=1)]
     rows = SyntheticSource(seed=3, stations=STATIONS).fetch(DAY - timedelta(days=1), days[-1])
     for d in days:

@@ -15,14 +15,14 @@ from raincast.data import store
 from raincast.features import FeatureError, label_vector
 from raincast.models.metrics import classification_metrics
 from raincast.models.train import FittedModel, best_f1_threshold, fit, predict_proba
-from raincast.params import TrainParams
 from raincast.sources.synthetic import SyntheticSource
+from tests.params_file import train_params
 
 STATIONS = (
     "Adelaide", "AliceSprings", "Brisbane", "Cairns", "Canberra",
     "Darwin", "Hobart", "Melbourne", "Perth", "Sydney",
 )  # fmt: skip
-PARAMS = TrainParams(
+PARAMS = train_params(
     seed=7,
     early_stopping_rounds=30,
     xgb={
@@ -165,7 +165,10 @@ def test_max_bin_from_params_reaches_the_training_matrix(trained: Trained, max_b
     """A non-default ``max_bin`` in params.yaml trains (the quantile matrix is binned the same
     way as the booster; before, XGBoost stopped with "Inconsistent `max_bin`"), refit too."""
     params = PARAMS.model_copy(
-        update={"xgb": {**PARAMS.xgb, "max_bin": max_bin}, "refit_rounds_factor": 1.1}
+        update={
+            "xgb": PARAMS.xgb.model_copy(update={"max_bin": max_bin}),
+            "refit_rounds_factor": 1.1,
+        }
     )
     model = fit(trained.train, trained.validation, params)
     config = model.booster.save_config()

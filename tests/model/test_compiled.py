@@ -17,9 +17,9 @@ import xgboost as xgb
 from raincast import schema
 from raincast.features import build_features, build_matrix, label_vector
 from raincast.models.train import fit
-from raincast.params import TrainParams
 from raincast.serving import compiled as comp
 from tests.helpers import labelled_rows
+from tests.params_file import train_params
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "weatherAUS.csv.gz"
 
@@ -43,7 +43,7 @@ def rows() -> pd.DataFrame:
 def booster(rows: pd.DataFrame) -> xgb.Booster:
     """A model from the pipeline's own `fit` (depth 5, up to 40 rounds)."""
     train, val = rows[rows[schema.DATE] < "2020-07-01"], rows[rows[schema.DATE] >= "2020-07-01"]
-    params = TrainParams(
+    params = train_params(
         seed=1, early_stopping_rounds=10, xgb={"n_estimators": 40, "max_depth": 5, "n_jobs": 1}
     )
     return fit(train, val, params).booster

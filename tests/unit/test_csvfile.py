@@ -17,6 +17,7 @@ from raincast.cli import app
 from raincast.data.validation import validate_batch
 from raincast.sources import SourceFileError
 from raincast.sources.csvfile import CsvSource
+from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 N_REAL = 200  # the first rows of the Kaggle file: Albury, 2008-12-01 onwards
 
@@ -138,7 +139,7 @@ def _gz(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "params.yaml").write_text("{}\n")
+    write_params(tmp_path, LIBRARY_DEFAULTS)
     return {
         "RAINCAST_PROJECT_DIR": str(tmp_path),
         "RAINCAST_HOME": str(tmp_path / "var"),

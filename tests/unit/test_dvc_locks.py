@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from raincast.pipeline.dvc_locks import drop_stale_own_pid_locks
+from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 DVC = str(Path(sys.executable).parent / "dvc")
 RAINCAST = str(Path(sys.executable).parent / "raincast")
@@ -33,7 +34,7 @@ STAGES = """stages:
 def _repo(tmp_path: Path) -> Path:
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "dvc.yaml").write_text(STAGES)
-    (tmp_path / "params.yaml").write_text("{}\n")
+    write_params(tmp_path, LIBRARY_DEFAULTS)
     return tmp_path
 
 

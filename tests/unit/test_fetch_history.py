@@ -14,13 +14,14 @@ from raincast.data import store
 from raincast.pipeline import ingest
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 STATIONS = ["Darwin", "Perth", "Sydney"]
 FIRST, LAST = date(2021, 1, 1), date(2021, 3, 31)
 
 
 def _project(tmp_path: Path) -> tuple[Settings, Path, dict[str, str]]:
-    (tmp_path / "params.yaml").write_text("{}\n")
+    write_params(tmp_path, LIBRARY_DEFAULTS)
     rows = SyntheticSource(seed=5, stations=STATIONS).fetch(FIRST, LAST)
     csv = tmp_path / "weather.csv"
     rows.to_csv(csv, index=False, na_rep="NA")

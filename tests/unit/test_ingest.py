@@ -17,15 +17,17 @@ import sqlalchemy as sa
 
 from raincast import schema
 from raincast.data import store
-from raincast.params import Params, ValidateParams
+from raincast.params import ValidateParams
 from raincast.pipeline import cycle, ingest
 from raincast.settings import Settings
 from raincast.sources import SourceUnavailableError
 from raincast.sources.synthetic import SyntheticSource
+from tests.params_file import LIBRARY_DEFAULTS, merged, small_model_params, write_params
 
 DAY = date(2021, 3, 10)
 STATIONS = ("Darwin", "Perth", "Sydney", "Hobart")
 LENIENT = ValidateParams(max_invalid_share=0.5)
+LENIENT_PARAMS = small_model_params({"validate": {"max_invalid_share": 0.5}})
 
 
 class _Rows:
@@ -238,7 +240,7 @@ def test_the_fallback_never_writes_synthetic_rows_into_a_real_store(
     _load(settings, "csv", day=DAY - timedelta(days=1))
     engine = _engine(settings)
     before = store.read_observations(engine)
-    params = Params(validate=LENIENT)
+    params = small_model_params({"validate": {"max_invalid_share": 0.5}})
     with pytest.raises(store.SourceMixError) as err:
         cycle.run_cycle(settings, params, _Unreachable(), DAY, SyntheticSource(seed=1))
     msg = str(err.value)
@@ -251,7 +253,9 @@ def test_the_fallback_never_writes_synthetic_rows_into_a_real_store(
 def test_the_fallback_fills_an_empty_store_and_stays_synthetic(
     settings: Settings, no_dvc: list[tuple[str, ...]]
 ) -> None:
-    params = Params(validate=LENIENT, history={"synthetic_days": 3})
+    params = small_model_params(
+        {"validate": {"max_invalid_share": 0.5}, "history": {"synthetic_days": 3}}
+    )
     fallback = SyntheticSource(seed=1, stations=STATIONS)
     rep = cycle.run_cycle(settings, params, _Unreachable(), DAY, fallback)
     assert rep.fell_back and rep.source == "synthetic"
@@ -334,7 +338,9 @@ def _raincast(settings: Settings, *args: str, **env: str) -> subprocess.Popen[st
 def test_two_validates_at_once_both_land_their_day(settings: Settings) -> None:
     """Two `raincast validate` processes on one store: one waits for the other; both
     days are stored, neither prints a traceback."""
-    (settings.project_dir / "params.yaml").write_text("validate: {max_invalid_share: 0.5}\n")
+    write_params(
+        settings.project_dir, merged(LIBRARY_DEFAULTS, {"validate": {"max_invalid_share": 0.5}})
+    )
     days = [DAY, DAY + timedelta(days=1)]
     rows = _synthetic(DAY - timedelta(days=1), days[-1])
     for d in days:
@@ -354,7 +360,7 @@ def test_two_validates_at_once_both_land_their_day(settings: Settings) -> None:
 
 @pytest.mark.timeout(120)
 def test_a_validate_refused_by_a_busy_store_says_so_in_one_line(settings: Settings) -> None:
-    (settings.project_dir / "params.yaml").write_text("{}\n")
+    write_params(settings.project_dir, LIBRARY_DEFAULTS)
     ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
     engine = _engine(settings)
     with store.store_lock(engine, settings.lock_dir, 5, "run 2021-03-10"):
@@ -374,7 +380,7 @@ def test_a_validate_refused_by_a_busy_store_says_so_in_one_line(settings: Settin
 
 @pytest.mark.timeout(120)
 def test_fetch_and_validate_import_no_model_libraries(settings: Settings) -> None:
-    (settings.project_dir / "params.yaml").write_text("{}\n")
+    write_params(settings.project_dir, LIBRARY_DEFAULTS)
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -413,7 +419,7 @@ def test_a_cycle_holds_the_store_lock_before_it_fetches(
 
     def run() -> None:
         try:
-            cycle.run_cycle(impatient, Params(validate=LENIENT), _Watched("csv", _synthetic()), DAY)
+            cycle.run_cycle(impatient, LENIENT_PARAMS, _Watched("csv", _synthetic()), DAY)
         except store.StoreBusyError as err:
             errors.append(err)
 
@@ -429,7 +435,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(
     settings: Settings, free_port: int
 ) -> None:
     pytest.importorskip("psycopg2")
-    (settings.project_dir / "params.yaml").write_text("{}\n")
+    write_params(settings.project_dir, LIBRARY_DEFAULTS)
     ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
     url = f"postgresql+psycopg2://raincast:s3cret-pw@127.0.0.1:{free_port}/raincast"
     p = _raincast(settings, "validate", "--date", DAY.isoformat(), RAINCAST_STORE_URL=url)

@@ -10,10 +10,11 @@ from mlflow import MlflowClient
 
 from raincast import schema
 from raincast.data import store
-from raincast.params import Params, SplitParams, TrainParams
+from raincast.params import Params, SplitParams
 from raincast.pipeline import stages
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from tests.params_file import train_params
 
 STATIONS = ("Sydney", "Perth", "Darwin")
 
@@ -33,7 +34,7 @@ def test_every_slice_is_tagged_with_its_sources(settings: Settings) -> None:
     rows.to_parquet(processed, index=False)
     params = Params(
         split=SplitParams(test_start=date(2020, 10, 1), validation_start=date(2020, 7, 1)),
-        train=TrainParams(early_stopping_rounds=5, xgb={"n_estimators": 10, "max_depth": 2}),
+        train=train_params(early_stopping_rounds=5, xgb={"n_estimators": 10, "max_depth": 2}),
     )
 
     summary = stages.split(settings, params)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from raincast.models.registry import CHALLENGER, CHAMPION, Scores, decide_promotion, resolve_stage
-from raincast.params import PromoteParams, load_params
+from raincast.params import MissingParamsError, Params, PromoteParams, load_params, missing_keys
+from tests.params_file import REPO_PARAMS, project_params, write_params
 
 RULE = PromoteParams(f1_margin=0.002, auc_tolerance=0.005, leakage_auc=0.985)
 CHAMP = Scores(version="1", f1=0.600, roc_auc=0.880, threshold=0.4)
@@ -114,27 +116,52 @@ def test_project_params_load() -> None:
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     assert params.validate_.max_invalid_share == pytest.approx(0.05)
     assert params.promote.leakage_auc == pytest.approx(0.985)
-    assert params.train.xgb["n_jobs"] == 2
+    assert params.train.xgb.n_jobs == 2
 
 
 def test_unknown_key_inside_a_section_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "params.yaml"
-    path.write_text("promote:\n  f1_margin: 0.01\n  f1_marign: 0.02\n")
+    path = write_params(tmp_path, {"promote": {"f1_marign": 0.02}})
     with pytest.raises(ValidationError, match="f1_marign"):
         load_params(path)
 
 
 def test_out_of_range_value_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "params.yaml"
-    path.write_text("validate:\n  max_invalid_share: 1.5\n")
+    path = write_params(tmp_path, {"validate": {"max_invalid_share": 1.5}})
     with pytest.raises(ValidationError, match="max_invalid_share"):
         load_params(path)
 
 
-def test_empty_params_file_gives_defaults(tmp_path: Path) -> None:
+def test_an_unknown_booster_setting_is_an_error(tmp_path: Path) -> None:
+    path = write_params(tmp_path, {"train": {"xgb": {"max_detph": 4}}})
+    with pytest.raises(ValidationError, match="max_detph"):
+        load_params(path)
+
+
+def test_a_file_that_leaves_out_keys_is_refused_naming_them(tmp_path: Path) -> None:
+    """A missing key must not silently fall back to a default: it is an error."""
+    full = project_params()
+    del full["train"]["xgb"]["max_depth"], full["drift"]["num_threshold"], full["replay"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(full))
+    with pytest.raises(MissingParamsError) as err:
+        load_params(path)
+    msg = str(err.value)
+    assert "train.xgb.max_depth" in msg and "drift.num_threshold" in msg and "replay" in msg
+    assert "train.seed" not in msg
+
+
+def test_an_empty_params_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("")
-    assert load_params(path).split.test_days == 365
+    with pytest.raises(MissingParamsError, match="validate, split, train"):
+        load_params(path)
+
+
+def test_code_defaults_are_the_committed_params() -> None:
+    """The models' defaults (used by tests only) equal params.yaml, key by key."""
+    committed = load_params(REPO_PARAMS)
+    assert Params() == committed
+    assert missing_keys(Params, project_params()) == []
 
 
 def test_missing_params_file_is_an_error(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from raincast.pipeline import batch, cycle, ingest, stages
 from raincast.pipeline.replay import choose_window, replay, trained_through
 from raincast.settings import Settings
 from tests.helpers import train_on_split
+from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
 FIRST, LAST = date(2015, 1, 1), date(2017, 6, 25)
@@ -116,7 +117,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
         pytest.skip("../shared/data not present: real-data tests need the weatherAUS files")
     shared_data = SHARED
     root = tmp_path_factory.mktemp("replay")
-    (root / "params.yaml").write_text("{}\n")
+    write_params(root, LIBRARY_DEFAULTS)
     settings = Settings(project_dir=root, home=root / "var")
     source = ingest.make_source(f"csv:{_real_csv(shared_data, root / 'real.csv')}", settings)
     ingest.fetch(settings, source, LAST, FIRST)
@@ -254,7 +255,7 @@ def test_no_champion_is_a_clear_skip_not_a_crash(
     settings, _ = real
     # Same store, a registry without a champion.
     bare = Settings(project_dir=tmp_path, home=tmp_path / "var", store_url=settings.raw_store_url)
-    (tmp_path / "params.yaml").write_text("{}\n")
+    write_params(tmp_path, LIBRARY_DEFAULTS)
     with pytest.raises(batch.NoChampionError):
         replay(bare, CFG)
     report, reason = cycle.replay(bare, CFG)

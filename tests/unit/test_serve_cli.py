@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from raincast import cli
+from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 runner = CliRunner()
 
@@ -33,7 +34,7 @@ def execs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[st
     monkeypatch.setenv("RAINCAST_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("RAINCAST_JWT_SECRET", "s" * 48)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("{}\n")
+    write_params(tmp_path, LIBRARY_DEFAULTS)
     return calls
 
 

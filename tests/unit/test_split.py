@@ -10,9 +10,10 @@ import pytest
 from raincast import schema
 from raincast.data import store
 from raincast.models.train import fit
-from raincast.params import SplitParams, TrainParams
+from raincast.params import SplitParams
 from raincast.split import split_by_time
 from tests.conftest import RawRows
+from tests.params_file import train_params
 
 FIRST, LAST = date(2017, 1, 1), date(2019, 12, 31)
 
@@ -120,4 +121,4 @@ def test_unlabelled_rows_pass_the_split_but_training_refuses_them(
     assert train[schema.RAIN_TOMORROW].isna().sum() == 3
     # ...and the trainer refuses to use them rather than treating them as "No".
     with pytest.raises(ValueError, match="unlabelled rows"):
-        fit(train, val, TrainParams(xgb={"n_estimators": 2}))
+        fit(train, val, train_params(xgb={"n_estimators": 2}))

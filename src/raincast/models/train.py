@@ -41,7 +41,7 @@ def booster_params(params: TrainParams) -> tuple[dict[str, Any], int]:
         "seed": params.seed,
     }
     rounds = 500
-    for key, value in params.xgb.items():
+    for key, value in params.xgb.model_dump().items():
         if key == "n_estimators":
             rounds = int(value)
             continue

@@ -217,7 +217,7 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
                 "seed": params.train.seed,
                 "early_stopping_rounds": params.train.early_stopping_rounds,
                 "refit_rounds_factor": params.train.refit_rounds_factor,
-                **{f"xgb.{k}": v for k, v in params.train.xgb.items()},
+                **{f"xgb.{k}": v for k, v in params.train.xgb.model_dump().items()},
                 "train_rows": len(train_df),
                 "validation_rows": len(val_df),
             }
