@@ -20,7 +20,7 @@ from raincast import schema
 from raincast.features import label_vector
 from raincast.models.train import booster_params, dmatrix, quantile_matrix
 from raincast.params import load_params
-from raincast.split import split_by_time
+from raincast.steps.split import split_by_time
 
 
 def main(csv: str, params_file: str = "params.yaml") -> dict[str, float]:

@@ -71,7 +71,7 @@ def quality() -> dict:
     from raincast.models.metrics import classification_metrics, per_station_auc
     from raincast.models.train import fit, predict_proba
     from raincast.params import SplitParams, load_params
-    from raincast.split import split_by_time
+    from raincast.steps.split import split_by_time
 
     params = load_params(REPO / "params.yaml")
     df = schema.read_weather_csv(DATA / "weatherAUS.csv.gz")

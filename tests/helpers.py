@@ -23,12 +23,12 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from raincast import schema
+from raincast import catalog, schema
 from raincast.data import store
 from raincast.params import Params
-from raincast.pipeline import stages
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps import train as train_step
 from tests.params_file import LIBRARY_DEFAULTS, train_params, write_params
 
 
@@ -51,13 +51,12 @@ def train_small_model(
     n_estimators: int = 20,
     champion: bool = True,
 ) -> str:
-    """Train a small real model through `stages.train` (the pipeline's own code path),
+    """Train a small real model through the train step (the pipeline's own code path),
     register it, and (by default) make it the champion. Returns its version."""
     root = settings.project_dir
     rows = labelled_rows(stations, seed, date(2019, 1, 1), date(2020, 12, 31))
     train, val = rows[rows[schema.DATE] < "2020-07-01"], rows[rows[schema.DATE] >= "2020-07-01"]
-    (root / stages.PROCESSED).parent.mkdir(parents=True, exist_ok=True)
-    rows.to_parquet(root / stages.PROCESSED, index=False)
+    catalog.save_frame(root, catalog.PROCESSED, rows)
     windows = {"train": ["2019-01-01", "2020-06-30"], "validation": ["2020-07-01", "2020-12-30"]}
     windows["test"] = windows["validation"]
     if not (root / "params.yaml").exists():
@@ -75,8 +74,8 @@ def train_on_split(
     champion: bool = True,
 ) -> str:
     """Write the split stage's outputs (train/validation parquet, windows.json), train a
-    small booster through `stages.train`, and (by default) make it the champion."""
-    split = settings.project_dir / stages.SPLIT_DIR
+    small booster through the train step, and (by default) make it the champion."""
+    split = settings.project_dir / catalog.TRAIN.path.parent
     split.mkdir(parents=True, exist_ok=True)
     train.to_parquet(split / "train.parquet", index=False)
     val.to_parquet(split / "validation.parquet", index=False)
@@ -88,7 +87,7 @@ def train_on_split(
             xgb={"n_estimators": n_estimators, "max_depth": 3, "n_jobs": 1},
         )
     )
-    version = str(stages.train(settings, params)["model_version"])
+    version = str(train_step.run(settings, params)["model_version"])
     if champion:
         client = MlflowClient(
             tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri

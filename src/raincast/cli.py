@@ -253,21 +253,21 @@ def dvc_command(ctx: typer.Context) -> None:
 @_observed("process")
 def process() -> None:
     """Export labelled rows of the raw store to data/processed (DVC stage)."""
-    from raincast.pipeline import stages
+    from raincast.steps import process as step
 
-    settings, _ = _setup()
-    typer.echo(f"processed {stages.process(settings)} labelled rows")
+    settings, params = _setup()
+    typer.echo(f"processed {step.run(settings, params)} labelled rows")
 
 
 @app.command()
 @_observed("split")
 def split() -> None:
     """Temporal train/validation/test split (DVC stage)."""
-    from raincast.pipeline import stages
+    from raincast.steps import split as step
 
     settings, params = _setup()
     try:
-        typer.echo(json.dumps(stages.split(settings, params)))
+        typer.echo(json.dumps(step.run(settings, params)))
     except ValueError as err:
         raise _fail(str(err)) from err
 
@@ -276,11 +276,11 @@ def split() -> None:
 @_observed("drift")
 def drift() -> None:
     """Evidently drift: champion's training window vs the last drift.window_days (DVC stage)."""
-    from raincast.pipeline import stages
+    from raincast.steps import drift as step
 
     settings, params = _setup()
     try:
-        out = stages.drift(settings, params)
+        out = step.run(settings, params)
     except (ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from err
     _record("raincast_drift_share", out["drift_share"])
@@ -299,13 +299,14 @@ def drift() -> None:
 @_observed("train")
 def train() -> None:
     """Fit XGBoost, log the MLflow run and register the model as challenger (DVC stage)."""
-    from raincast.pipeline import stages
+    from raincast import catalog
+    from raincast.steps import train as step
 
     settings, params = _setup()
     from mlflow.exceptions import MlflowException
 
     try:
-        out = stages.train(settings, params)
+        out = step.run(settings, params)
     except MlflowException as err:  # e.g. tracking server down: one clear line, exit 1
         uri = settings.tracking_uri
         where = (
@@ -314,7 +315,7 @@ def train() -> None:
             else ""
         )
         raise _fail(f"MLflow at {uri}{where} failed, nothing registered: {err}") from err
-    val = json.loads((settings.project_dir / stages.METRICS_DIR / "validation.json").read_text())
+    val = catalog.load_json(settings.project_dir, catalog.VALIDATION_METRICS)
     _record("raincast_model_f1", val["f1"], slice="validation")
     _record("raincast_model_roc_auc", val["roc_auc"], slice="validation")
     typer.echo(
@@ -326,10 +327,10 @@ def train() -> None:
 @_observed("evaluate")
 def evaluate() -> None:
     """Score the trained model on the test slice; write metrics and plots (DVC stage)."""
-    from raincast.pipeline import stages
+    from raincast.steps import evaluate as step
 
-    settings, _ = _setup()
-    m = stages.evaluate(settings)
+    settings, params = _setup()
+    m = step.run(settings, params)
     _record("raincast_model_f1", m["f1"], slice="test")
     _record("raincast_model_roc_auc", m["roc_auc"], slice="test")
     typer.echo(f"test F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}")
@@ -825,9 +826,11 @@ def run(
     )
     _print_promotion(rep.promotion)
     _print_replay(rep.replay, rep.replay_skipped)
-    metrics_file = Path("data/metrics/test.json")
+    from raincast import catalog
+
+    metrics_file = catalog.TEST_METRICS.at(settings.project_dir)
     if metrics_file.exists():
-        m = json.loads(metrics_file.read_text())
+        m = catalog.load_json(settings.project_dir, catalog.TEST_METRICS)
         typer.echo(
             "latest model test metrics: "
             + "  ".join(

@@ -25,11 +25,11 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from raincast import schema
+from raincast import catalog, schema
 from raincast.data import store
 from raincast.models.registry import decide_promotion, score_version
 from raincast.params import PromoteParams
-from raincast.pipeline import promotion, stages
+from raincast.pipeline import promotion
 from raincast.serving.auth import UserStore
 from raincast.serving.model import PROBE_ROW
 from raincast.settings import Settings
@@ -107,7 +107,7 @@ def test_racing_promotions_are_serialised_and_both_recorded(
     # Two candidates on the same data: a stump-sized model and a real one; no champion yet.
     weak = train_small_model(settings, STATIONS, n_estimators=1, champion=False)
     strong = train_small_model(settings, STATIONS, n_estimators=40, champion=False)
-    split = tmp_path / stages.SPLIT_DIR
+    split = tmp_path / catalog.TRAIN.path.parent
     shutil.copy(split / "validation.parquet", split / "test.parquet")
     env = stack.env(tmp_path, settings.raw_store_url, model)
     engine = store.connect(settings.raw_store_url)

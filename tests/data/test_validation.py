@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from raincast import schema
+from raincast import catalog, schema
 from raincast.data import store
 from raincast.data.validation import ValidationResult, validate_batch
 from raincast.params import ValidateParams
@@ -231,7 +231,7 @@ def test_validate_loads_a_clean_fetch(settings: Settings) -> None:
         check_dtype=False,
     )
     assert obs.loc[obs[schema.DATE] == DAY.isoformat(), schema.RAIN_TOMORROW].isna().all()
-    assert (settings.project_dir / ingest.MANIFEST).exists()
+    assert (settings.project_dir / catalog.MANIFEST.path).exists()
 
 
 def test_validate_rejects_a_mostly_bad_batch_and_loads_nothing(settings: Settings) -> None:
@@ -249,7 +249,7 @@ def test_validate_rejects_a_mostly_bad_batch_and_loads_nothing(settings: Setting
     assert len(kept) == 3
     assert set(kept["check"]) == {"range:Humidity3pm"}
     assert set(kept["run_id"]) == {f"synthetic:{DAY.isoformat()}"}
-    assert not (settings.project_dir / ingest.MANIFEST).exists()
+    assert not (settings.project_dir / catalog.MANIFEST.path).exists()
 
 
 def test_validate_tolerates_a_few_bad_rows(settings: Settings) -> None:
@@ -279,7 +279,7 @@ def test_revalidating_the_same_date_is_a_no_op(settings: Settings) -> None:
     ingest.validate(settings, params, DAY)
     engine = store.connect(settings.raw_store_url)
     before = store.read_observations(engine)
-    manifest = (settings.project_dir / ingest.MANIFEST).read_text()
+    manifest = (settings.project_dir / catalog.MANIFEST.path).read_text()
 
     again = ingest.validate(settings, params, DAY)
     assert again.upsert is not None
@@ -288,7 +288,7 @@ def test_revalidating_the_same_date_is_a_no_op(settings: Settings) -> None:
     assert not again.upsert.changed
     pd.testing.assert_frame_equal(store.read_observations(engine), before)
     assert len(_quarantine_rows(engine)) == 1  # replaced for the run id, not appended
-    assert (settings.project_dir / ingest.MANIFEST).read_text() == manifest
+    assert (settings.project_dir / catalog.MANIFEST.path).read_text() == manifest
 
 
 def test_non_iso_date_is_quarantined_not_guessed() -> None:

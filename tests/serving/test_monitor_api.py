@@ -20,10 +20,11 @@ from sklearn import metrics as skm
 
 from raincast.data import store
 from raincast.params import ReplayParams
-from raincast.pipeline import batch, stages
+from raincast.pipeline import batch
 from raincast.pipeline.replay import replay
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps.drift import record_drift
 from tests.helpers import (
     api_command,
     free_port,
@@ -175,11 +176,11 @@ def filled(monitor: tuple[Api, Settings]) -> Settings:
         "columns": {f"c{i}": {} for i in range(8)},
         "share_threshold": 0.3,
     }
-    stages.record_drift(settings, body)
+    record_drift(settings, body)
     later = {**body, "drift_share": 0.5, "drift_detected": True, "drifted_columns": ["MaxTemp"]}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAINCAST_RUN_ID", "manual__2021-03-10")
-        stages.record_drift(settings, later)
+        record_drift(settings, later)
     for before, after, decision in ((None, "1", "promoted"), ("1", "1", "rejected")):
         store.record_decision(
             engine,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from raincast.data import store
-from raincast.pipeline import stages
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps.drift import record_drift
 
 BODY = {
     "drift_share": 0.25,
@@ -36,7 +36,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def test_a_cycle_records_its_drift_result(settings: Settings) -> None:
-    row = stages.record_drift(settings, BODY)
+    row = record_drift(settings, BODY)
     (stored,) = store.read_drift_results(store.connect(settings.raw_store_url)).to_dict("records")
     assert stored["cycle_date"] == "2021-03-03"  # the newest day in the store
     assert stored["run_id"] == row["run_id"] == "cycle:2021-03-03"
@@ -50,14 +50,14 @@ def test_rerunning_a_cycle_replaces_its_row(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = store.connect(settings.raw_store_url)
-    stages.record_drift(settings, BODY)
-    stages.record_drift(settings, {**BODY, "drift_share": 0.5, "drift_detected": True})
+    record_drift(settings, BODY)
+    record_drift(settings, {**BODY, "drift_share": 0.5, "drift_detected": True})
     (only,) = store.read_drift_results(engine).to_dict("records")
     assert only["drift_share"] == 0.5 and only["dataset_drift"]
     # Another orchestrator run of the same day is another row; its rerun is not.
-    monkeypatch.setenv("RAINCAST_RUN_ID", "scheduled__2021-03-03")
-    stages.record_drift(settings, BODY)
-    stages.record_drift(settings, BODY)
+    scheduled = settings.model_copy(update={"run_id": "scheduled__2021-03-03"})
+    record_drift(scheduled, BODY)
+    record_drift(scheduled, BODY)
     assert list(store.read_drift_results(engine)["run_id"]) == [
         "cycle:2021-03-03",
         "scheduled__2021-03-03",
@@ -67,5 +67,5 @@ def test_rerunning_a_cycle_replaces_its_row(
 def test_no_cycle_without_observations(tmp_path: Path) -> None:
     empty = Settings(project_dir=tmp_path, home=tmp_path / "var")
     with pytest.raises(ValueError, match="store is empty"):
-        stages.record_drift(empty, BODY)
+        record_drift(empty, BODY)
     assert store.count_rows(store.connect(empty.raw_store_url), store.drift_results) == 0

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from raincast import schema
+from raincast import catalog, schema
 from raincast.data import store
 from raincast.params import ValidateParams
 from raincast.pipeline import cycle, ingest
@@ -61,7 +61,7 @@ def _table(engine: sa.Engine, table: sa.Table) -> pd.DataFrame:
 
 
 def _manifest(settings: Settings) -> dict:
-    return json.loads((settings.project_dir / ingest.MANIFEST).read_text())
+    return json.loads((settings.project_dir / catalog.MANIFEST.path).read_text())
 
 
 # --- crashes ------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def test_a_crash_after_the_commit_is_repaired_by_the_rerun(
     engine = _engine(settings)
     assert store.count_rows(engine) == 4 * len(STATIONS)  # the commit happened...
     assert len(_table(engine, store.validation_runs)) == 1  # ...with its record
-    assert not (settings.project_dir / ingest.MANIFEST).exists()
+    assert not (settings.project_dir / catalog.MANIFEST.path).exists()
 
     monkeypatch.undo()
     again = ingest.validate(settings, LENIENT, DAY)

@@ -14,13 +14,14 @@ from mlflow import MlflowClient
 from sklearn import metrics as skm
 from typer.testing import CliRunner
 
-from raincast import schema
+from raincast import catalog, schema
 from raincast.cli import app
 from raincast.data import store
 from raincast.params import ReplayParams, ValidateParams
-from raincast.pipeline import batch, cycle, ingest, stages
+from raincast.pipeline import batch, cycle, ingest
 from raincast.pipeline.replay import choose_window, replay, trained_through
 from raincast.settings import Settings
+from raincast.steps import process
 from tests.helpers import train_on_split
 from tests.params_file import LIBRARY_DEFAULTS, write_params
 
@@ -87,10 +88,10 @@ def _real_csv(shared_data: Path, out: Path) -> Path:
 
 
 def _train(settings: Settings, seed: int, n_estimators: int) -> str:
-    """A small model through `stages.train`, trained on the store's rows up to
+    """A small model through the train step, trained on the store's rows up to
     VALIDATION_END (train < 2016, validation 2016-H1), made champion."""
-    stages.process(settings)
-    rows = pd.read_parquet(settings.project_dir / stages.PROCESSED)
+    process.run(settings)
+    rows = catalog.load_frame(settings.project_dir, catalog.PROCESSED)
     train = rows[rows[schema.DATE] <= TRAIN_END.isoformat()]
     val = rows[(rows[schema.DATE] > TRAIN_END.isoformat())]
     val = val[val[schema.DATE] <= VALIDATION_END.isoformat()]

@@ -11,7 +11,7 @@ from raincast import schema
 from raincast.data import store
 from raincast.models.train import fit
 from raincast.params import SplitParams
-from raincast.split import split_by_time
+from raincast.steps.split import split_by_time
 from tests.conftest import RawRows
 from tests.params_file import train_params
 

@@ -8,7 +8,6 @@ refused with a clear message) instead of interleaving with it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -73,12 +72,13 @@ def settled_in_store(
     scikit-learn (~3-5 s): a no-op rerun reads the store alone. The champion reported is
     the one the store's newest registry decision left; an alias moved outside raincast
     (MLflow UI) is seen by the next cycle that changes something, or by `raincast promote`."""
-    from raincast.pipeline.stages import MODEL_DIR
+    from raincast import catalog
 
-    train = settings.project_dir / MODEL_DIR / "train.json"
-    if not train.exists():
+    if not catalog.TRAINED.at(settings.project_dir).exists():
         return None
-    candidate = str(json.loads(train.read_text()).get("model_version", ""))
+    candidate = str(
+        catalog.load_json(settings.project_dir, catalog.TRAINED).get("model_version", "")
+    )
     history = store.read_history(engine, settings.model_name)
     promoted = history["action"] == "promote"
     decided = history[promoted & (history["candidate_version"] == candidate)]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from raincast import schema
+from raincast import catalog, schema
 from raincast.data import store
 from raincast.data.validation import ValidationResult, quarantine_records, validate_batch
 from raincast.params import ValidateParams
@@ -30,7 +30,6 @@ from raincast.sources import Source
 
 log = logging.getLogger(__name__)
 
-MANIFEST = Path("data/raw/store_manifest.json")
 #: Key of the landing metadata inside the parquet file's schema metadata.
 _META_KEY = b"raincast.landing"
 
@@ -304,7 +303,7 @@ def manifest_body(engine: store.Target) -> dict[str, Any]:
 def sync_manifest(settings: Settings, engine: store.Target) -> bool:
     """Write the DVC manifest when it is missing or differs from the store (atomically);
     True when it was written. `process` depends on this file in dvc.yaml."""
-    path = settings.project_dir / MANIFEST
+    path = catalog.MANIFEST.at(settings.project_dir)
     body = manifest_body(engine)
     if body["revision"] == 0 and body["rows"] == 0:
         return False  # nothing was ever stored: nothing for DVC to process

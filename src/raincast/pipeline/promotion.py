@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
-import pandas as pd
-
+from raincast import catalog
 from raincast.data import store
 from raincast.models import tracking
 from raincast.models.registry import (
@@ -20,7 +18,6 @@ from raincast.models.registry import (
 )
 from raincast.params import PromoteParams
 from raincast.pipeline.outcome import PromotionOutcome
-from raincast.pipeline.stages import DRIFT_DIR, MODEL_DIR, SPLIT_DIR
 from raincast.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,10 +38,8 @@ def promote(
     """
     root = settings.project_dir
     if candidate_version is None:
-        candidate_version = json.loads((root / MODEL_DIR / "train.json").read_text())[
-            "model_version"
-        ]
-    test = pd.read_parquet(root / SPLIT_DIR / "test.parquet")
+        candidate_version = str(catalog.load_json(root, catalog.TRAINED)["model_version"])
+    test = catalog.load_frame(root, catalog.TEST)
     window = f"{test['Date'].min()}..{test['Date'].max()}"
     name = settings.model_name
     client = tracking.configure(settings)
@@ -71,8 +66,8 @@ def promote(
             )
         cand = score_version(name, candidate_version, test)
         champ = score_version(name, champion_v, test) if champion_v else None
-        drift_file = root / DRIFT_DIR / "drift.json"
-        drift = json.loads(drift_file.read_text()) if drift_file.exists() else None
+        drift_file = catalog.DRIFT.at(root)
+        drift = catalog.load_json(root, catalog.DRIFT) if drift_file.exists() else None
         decision = apply_drift(decide_promotion(cand, champ, rule), drift, drift_mode)
         # Re-read: another promoter may have moved the alias while we were scoring.
         if alias_version(client, name, CHAMPION) != champion_v:

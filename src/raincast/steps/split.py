@@ -1,14 +1,16 @@
-"""Temporal train / validation / test split: learn on the past, judge on the most recent."""
+"""split: temporal train / validation / test slices; learn on the past, judge on the newest."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pandas as pd
 
-from raincast import schema
-from raincast.params import SplitParams
+from raincast import catalog, schema
+from raincast.params import Params, SplitParams
+from raincast.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,35 @@ def split_by_time(
         test.reset_index(drop=True),
         windows,
     )
+
+
+def summary(
+    train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, windows: SplitWindows
+) -> dict[str, Any]:
+    """The slices' windows, row counts and sources (for the lineage tags of the model)."""
+    parts = (("train", train), ("validation", validation), ("test", test))
+    return {
+        "windows": windows.as_dict(),
+        "rows": {name: len(part) for name, part in parts},
+        "sources": {
+            name: sorted(set(part["source"].dropna())) if "source" in part else []
+            for name, part in parts
+        },
+    }
+
+
+def run(settings: Settings, params: Params) -> dict[str, Any]:
+    """Split `catalog.PROCESSED` into the train, validation and test slices."""
+    root = settings.project_dir
+    train, validation, test, windows = split_by_time(
+        catalog.load_frame(root, catalog.PROCESSED), params.split
+    )
+    for artifact, part in (
+        (catalog.TRAIN, train),
+        (catalog.VALIDATION, validation),
+        (catalog.TEST, test),
+    ):
+        catalog.save_frame(root, artifact, part)
+    body = summary(train, validation, test, windows)
+    catalog.save_json(root, catalog.WINDOWS, body)
+    return body
