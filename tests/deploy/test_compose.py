@@ -349,13 +349,18 @@ def test_airflow_containers_carry_the_docker_runner_environment(compose, service
     assert "--statsd.listen-udp=:9125" in statsd
 
 
-def test_the_api_reads_the_store_with_the_read_only_role_of_the_ui(services) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_reads_the_store_with_the_read_only_role(services) -> None:  # type: ignore[no-untyped-def]
     """Monitor (GET /monitor/*) reads the raw store through the API, never as its writer."""
-    api, ui = environment(services["api"]), environment(services["streamlit"])
-    assert api["RAINCAST_STORE_URL"] == ui["RAINCAST_STORE_URL"]
+    api = environment(services["api"])
     assert api["RAINCAST_STORE_URL"].startswith("postgresql+psycopg2://raincast_reader:")
     assert "${RAINCAST_READER_DB_PASSWORD:?" in api["RAINCAST_STORE_URL"]
-    assert api["RAINCAST_MODEL_NAME"] == ui["RAINCAST_MODEL_NAME"]
+
+
+def test_the_ui_gets_the_api_and_nothing_else(services) -> None:  # type: ignore[no-untyped-def]
+    """The UI talks to the API only: no store URL, no registry, no secret, no database."""
+    ui = services["streamlit"]
+    assert environment(ui) == {"RAINCAST_API_URL": "http://api:3000"}
+    assert set(ui["depends_on"]) == {"api"}
 
 
 def test_airflow_init_creates_the_dvc_pool_of_the_dags(services) -> None:  # type: ignore[no-untyped-def]

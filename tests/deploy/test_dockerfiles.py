@@ -71,8 +71,9 @@ def test_targets_run_as_the_raincast_user_from_the_locked_environment() -> None:
         assert f"COPY --from=env-{target} /opt/venv /opt/venv" in found[target], target
     assert 'pip install --no-cache-dir "uv==0.13.8"' in found["builder"]
     syncs = re.findall(r"uv sync [^\n]*", DEV.read_text())
-    assert len(syncs) == 2 * len(TARGETS)
+    assert len(syncs) == 2 * (len(TARGETS) - 1)  # the UI's versions are exported from the lock
     assert all("--locked" in s and "--no-dev" in s for s in syncs)
+    assert "uv export --locked --no-dev --extra ui" in found["env-ui"]
 
 
 def test_each_target_syncs_existing_extras_and_the_trainer_stays_airflow_free() -> None:
@@ -83,13 +84,22 @@ def test_each_target_syncs_existing_extras_and_the_trainer_stays_airflow_free() 
     wanted = {
         "trainer": {"monitor", "postgres"},
         "api": {"serve", "monitor", "postgres"},  # Monitor reads the PostgreSQL store
-        "ui": {"ui", "postgres"},
+        "ui": {"ui"},  # the lock's versions only: see the next test
     }
     wanted["airflow"] = {"airflow"}
     for target, expected in wanted.items():
         used = set(re.findall(r"--extra (\S+)", found[f"env-{target}"]))
         assert used == expected, target
         assert used <= extras, target
+
+
+def test_the_ui_image_installs_no_pipeline_library() -> None:
+    """env-ui installs Streamlit and pydantic-settings at the lock's versions and the package
+    without its dependencies: no store driver, MLflow or XGBoost (the UI talks to the API)."""
+    stage = stages(DEV)["env-ui"]
+    assert "uv sync" not in stage
+    assert "-c /tmp/lock.txt" in stage and "streamlit pydantic-settings" in stage
+    assert "--no-deps ." in stage
 
 
 def test_serving_images_expose_their_port_with_a_healthcheck() -> None:

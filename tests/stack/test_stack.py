@@ -204,6 +204,21 @@ def test_api_serves_the_champion_with_a_jwt_through_nginx(stack: Stack) -> None:
     assert health.status_code == 200 and health.text == "ok"
 
 
+def test_the_ui_image_talks_to_the_api_only(stack: Stack) -> None:
+    """The UI container has its pages and Streamlit, and none of the pipeline's libraries:
+    no store driver, MLflow, XGBoost or DVC, and no store URL."""
+    probe = (
+        "import importlib.util, os\n"
+        "import raincast.ui.app, raincast.ui.client, raincast.ui.charts\n"
+        "gone = [m for m in ('psycopg2', 'sqlalchemy', 'mlflow', 'xgboost', 'dvc', 'sklearn')\n"
+        "        if importlib.util.find_spec(m) is None]\n"
+        "print(','.join(gone), os.environ.get('RAINCAST_STORE_URL', '-'))\n"
+    )
+    out = stack.compose.exec("streamlit", "python", "-c", probe, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.split() == ["psycopg2,sqlalchemy,mlflow,xgboost,dvc,sklearn", "-"], out.stdout
+
+
 def test_swagger_behind_the_api_prefix_points_its_calls_at_the_prefix(stack: Stack) -> None:
     spec = requests.get(stack.base + "/api/openapi.json", timeout=30).json()
     assert spec["servers"][0]["url"] == "/api", spec.get("servers")

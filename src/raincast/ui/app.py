@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from raincast import schema
+from raincast.settings import Settings
 from raincast.ui import charts
 from raincast.ui.batch import UploadError, read_upload, to_columns, with_predictions
 from raincast.ui.client import ApiClient, ApiError, InvalidInput, SessionExpired
@@ -51,22 +51,13 @@ HISTORY_COLUMNS = (
 INPUT_KEYS = tuple(f"in_{c}" for c in schema.INPUT_COLUMNS)
 
 
-class UiSettings(BaseSettings):
-    """Where the UI finds the API (``RAINCAST_API_URL``) and how long it waits."""
-
-    model_config = SettingsConfigDict(env_prefix="RAINCAST_", env_file=".env", extra="ignore")
-
-    api_url: str = "http://127.0.0.1:3000"
-    api_timeout_s: float = 60.0
-
-
 # --- session -------------------------------------------------------------------------------
 
 
 def api_client() -> ApiClient:
     """The session's API client (created on first use) carrying the session's token."""
     if "api_client" not in st.session_state:
-        config = UiSettings()
+        config = Settings()  # the API's URL and timeout (RAINCAST_API_URL, ..._TIMEOUT_S)
         st.session_state["api_client"] = ApiClient(config.api_url, config.api_timeout_s)
     client: ApiClient = st.session_state["api_client"]
     client.token = st.session_state.get("token")
