@@ -231,22 +231,22 @@ import json, sys, time
 from datetime import date
 from pathlib import Path
 from raincast.params import ValidateParams
-from raincast.pipeline import ingest
+from raincast.steps import fetch as fetch_step, validate as validate_step
 from raincast.settings import Settings
 from raincast.data.validation import validate_batch
 work = Path(sys.argv[2])
 settings = Settings(project_dir=work, home=work / "var")
 t0 = time.perf_counter()
-src = ingest.make_source("csv:" + sys.argv[1], settings)
+src = fetch_step.make_source("csv:" + sys.argv[1], settings)
 first, last = date(2007, 11, 1), src.last_date()
 raw = src.fetch(first, last)
 parse = time.perf_counter() - t0
 t0 = time.perf_counter()
 res = validate_batch(raw, first, last)
 check = time.perf_counter() - t0
-ingest.fetch(settings, src, last, first)
+fetch_step.run(settings, src, last, first)
 t0 = time.perf_counter()
-out = ingest.validate(settings, ValidateParams(max_invalid_share=1.0, max_age_days=10**6), last)
+out = validate_step.run(settings, ValidateParams(max_invalid_share=1.0, max_age_days=10**6), last)
 whole = time.perf_counter() - t0
 print(json.dumps({"rows": len(raw), "accepted": len(res.accepted),
                   "quarantined": len(res.quarantined), "parse_s": parse,

@@ -9,11 +9,16 @@ data deps, outs, metrics and plots), and ``tests/unit/test_catalog.py`` checks t
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+
+from raincast.settings import Settings
 
 Format = Literal["parquet", "json", "text", "csv", "booster"]
 #: How DVC tracks an output: cached `outs`, or uncached `metrics`/`plots`/`outs`.
@@ -171,3 +176,74 @@ def _parent(root: Path, artifact: Artifact) -> Path:
     path = artifact.at(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --- the landing area (outside DVC: one parquet file per fetched date, under the home) ------
+
+#: Key of the landing metadata inside the parquet file's schema metadata.
+_META_KEY = b"raincast.landing"
+
+
+class LandingError(ValueError):
+    """A landing file cannot be read; the message names it and says to fetch again."""
+
+
+def landing_paths(settings: Settings, logical_date: date) -> tuple[Path, Path]:
+    """The landing file of a date and its human-readable metadata (validate reads the
+    metadata embedded in the parquet file; the JSON is for people and older tools)."""
+    base = settings.landing_dir / logical_date.isoformat()
+    return base.with_suffix(".parquet"), base.with_suffix(".json")
+
+
+def replace_atomically(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` and rename the result onto ``path`` (same folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_landing(path: Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Write a landing file: the rows and their metadata in one parquet file, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
+    )
+    replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def load_landing(settings: Settings, logical_date: date) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The landed batch of a date and its metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data_path, meta_path = landing_paths(settings, logical_date)
+    again = f"fetch it again (`raincast fetch --date {logical_date}`)"
+    if not data_path.exists():
+        raise FileNotFoundError(
+            f"nothing fetched for {logical_date} ({data_path} is missing): "
+            f"run `raincast fetch --date {logical_date}`"
+        )
+    try:
+        table = pq.read_table(data_path)
+        embedded = (table.schema.metadata or {}).get(_META_KEY)
+        meta = json.loads(embedded) if embedded else json.loads(meta_path.read_text())
+        lacking = [k for k in ("source", "start", "end") if k not in meta]
+        if lacking:
+            raise KeyError(f"metadata lacks {lacking}")
+        date.fromisoformat(meta["start"])
+        date.fromisoformat(meta["end"])
+    except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as err:
+        raise LandingError(
+            f"landing file {data_path} is unreadable ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); {again}"
+        ) from None
+    return table.to_pandas(), meta

@@ -108,8 +108,8 @@ def _data_errors(settings: object) -> Iterator[None]:
     from sqlalchemy.exc import SQLAlchemyError
 
     from raincast.data.store import SourceMixError, StoreBusyError
-    from raincast.pipeline.ingest import ValidationFailedError
     from raincast.sources import SourceUnavailableError
+    from raincast.steps.validate import ValidationFailedError
 
     try:
         yield
@@ -162,12 +162,12 @@ def fetch(
 ) -> None:
     """Fetch observations for the logical date into the landing area (no fallback)."""
     from raincast.data import store
-    from raincast.pipeline import ingest
     from raincast.sources import default_date, history_start
+    from raincast.steps import fetch as step
 
     settings, params = _setup()
     with _data_errors(settings):
-        src = ingest.make_source(source, settings)
+        src = step.make_source(source, settings)
         d = _date(logical_date) or default_date(src)
         first = _date(start)
         if history_if_empty and first is None:
@@ -175,7 +175,7 @@ def fetch(
             if store.count_rows(engine) == 0:
                 first = min(history_start(src, d, params.history), d)
                 typer.echo(f"the store is empty: fetching its history from {first}")
-        res = ingest.fetch(settings, src, d, first)
+        res = step.run(settings, src, d, first)
     if res.unknown_columns:
         typer.secho(
             f"note: {len(res.unknown_columns)} column(s) outside the weatherAUS schema were "
@@ -200,12 +200,12 @@ def validate(
 
     Holds the store lock while it writes; refuses a batch of the other kind of data
     (real / synthetic) than the store holds unless mixing is allowed."""
-    from raincast.pipeline import ingest
+    from raincast.steps import validate as step
 
     settings, params = _setup()
     d = _date(logical_date) or date.today()
     with _data_errors(settings):
-        out = ingest.validate(
+        out = step.run(
             settings,
             params.validate_,
             d,
@@ -358,13 +358,13 @@ def predict(logical_date: BatchDateOpt = None, run_id: RunIdOpt = None) -> None:
     """Predict rain tomorrow for every station observed on the date, with the champion."""
     from mlflow.exceptions import MlflowException
 
-    from raincast.pipeline import batch
+    from raincast.steps import predict as step
 
     settings, _ = _setup()
     try:
-        d = _date(logical_date) or batch.latest_observation_date(settings)
-        rep = batch.predict_day(settings, d, run_id)
-    except batch.NoChampionError as err:
+        d = _date(logical_date) or step.latest_observation_date(settings)
+        rep = step.run(settings, d, run_id)
+    except step.NoChampionError as err:
         # A fresh deployment: the first retrain (triggered by the same Asset event) has not
         # promoted a model yet. Nothing to predict with is not a failure: Airflow skips.
         typer.echo(f"skipped: {err}")
@@ -393,14 +393,15 @@ def score(
     run_id: RunIdOpt = None,
 ) -> None:
     """Score past predictions against observed outcomes (live F1, AUC, rates per window)."""
-    from raincast.pipeline import batch
+    from raincast.steps import score as step
+    from raincast.steps.predict import latest_observation_date
 
     settings, _ = _setup()
     try:
-        days = batch.parse_windows(windows)
-        d = _date(logical_date) or batch.latest_observation_date(settings)
-        rows = batch.score_day(settings, d, days, run_id)
-        pending = batch.count_pending(settings, d, max(days))
+        days = step.parse_windows(windows)
+        d = _date(logical_date) or latest_observation_date(settings)
+        rows = step.run(settings, d, days, run_id)
+        pending = step.count_pending(settings, d, max(days))
     except (LookupError, ValueError) as err:
         raise _fail(str(err)) from err
     if not rows:
@@ -474,7 +475,7 @@ def promote(
     ] = None,
 ) -> None:
     """Champion vs challenger on the same test slice; move `champion` only if the rule passes."""
-    from raincast.pipeline.promotion import promote as do_promote
+    from raincast.steps.promote import run as do_promote
 
     settings, params = _setup()
     out = do_promote(settings, params.promote, version, params.drift.mode)
@@ -538,13 +539,13 @@ def _print_replay(rep: object, skipped: str) -> None:
 def replay(run_id: RunIdOpt = None) -> None:
     """The champion re-predicts the newest replay.days it did not train on and scores them
     (replayed window for Monitor, apart from live scores). Exits 99 without a champion."""
-    from raincast.pipeline import batch
     from raincast.pipeline.replay import replay as do_replay
+    from raincast.steps.predict import NoChampionError
 
     settings, params = _setup()
     try:
         rep = do_replay(settings, params.replay, run_id)
-    except batch.NoChampionError as err:
+    except NoChampionError as err:
         typer.echo(f"skipped: {err}")
         raise typer.Exit(SKIP_EXIT) from err
     except (LookupError, ValueError) as err:
@@ -561,7 +562,7 @@ def rollback(
     """Move the champion alias back to the previous champion (or --to VERSION)."""
     from mlflow.exceptions import MlflowException
 
-    from raincast.pipeline.promotion import rollback as do_rollback
+    from raincast.pipeline.aliases import rollback as do_rollback
 
     settings, _ = _setup()
     try:
@@ -599,7 +600,7 @@ def registry_stage(
     """Stage vocabulary: Production -> champion, Staging -> challenger, Archived -> no alias."""
     from mlflow.exceptions import MlflowException
 
-    from raincast.pipeline.promotion import move_alias
+    from raincast.pipeline.aliases import move_alias
 
     settings, _ = _setup()
     try:
@@ -796,16 +797,17 @@ def run(
     Only this command falls back to the synthetic source when Open-Meteo is unreachable,
     and only into a store that holds no real rows. Holds the store lock for the cycle.
     """
-    from raincast.pipeline import cycle, ingest
+    from raincast.pipeline import cycle
+    from raincast.steps.fetch import make_source
 
     settings, params = _setup()
     if allow_mixed_sources:
         settings = settings.model_copy(update={"allow_mixed_sources": True})
     try:
         with _data_errors(settings):
-            src = ingest.make_source(source, settings)
+            src = make_source(source, settings)
             d = _date(logical_date) or cycle.default_date(src)
-            fallback = ingest.make_source("synthetic", settings) if source == "openmeteo" else None
+            fallback = make_source("synthetic", settings) if source == "openmeteo" else None
             progress = cycle.Progress(lambda line: typer.echo(line, err=True))
             rep = cycle.run_cycle(settings, params, src, d, fallback, progress)
     except typer.Exit:

@@ -29,11 +29,11 @@ from raincast import catalog, schema
 from raincast.data import store
 from raincast.models.registry import decide_promotion, score_version
 from raincast.params import PromoteParams
-from raincast.pipeline import promotion
 from raincast.serving.auth import UserStore
 from raincast.serving.model import PROBE_ROW
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps import promote as promote_step
 from tests.backends.conftest import (
     BIN,
     Stack,
@@ -113,7 +113,7 @@ def test_racing_promotions_are_serialised_and_both_recorded(
     engine = store.connect(settings.raw_store_url)
 
     # Hold the registry lock so that both promoters are provably queued behind it.
-    with store.exclusive_lock(engine, promotion.LOCK_NAME, settings.lock_dir):
+    with store.exclusive_lock(engine, promote_step.LOCK_NAME, settings.lock_dir):
         procs = [
             subprocess.Popen(
                 [str(BIN / "raincast"), "promote", "--version", v],
@@ -165,7 +165,7 @@ def test_distinct_lock_names_do_not_block_each_other(postgres) -> None:  # type:
         with store.exclusive_lock(engine, "raincast-predictions", Path("/nonexistent"), 5):
             done.set()
 
-    with store.exclusive_lock(engine, promotion.LOCK_NAME, Path("/nonexistent"), 5):
+    with store.exclusive_lock(engine, promote_step.LOCK_NAME, Path("/nonexistent"), 5):
         t = threading.Thread(target=other, daemon=True)
         t.start()
         t.join(timeout=10)

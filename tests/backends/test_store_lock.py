@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from raincast import schema
 from raincast.data import store
-from raincast.pipeline import ingest
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps import fetch as fetch_step
 from tests.backends.conftest import BIN, Postgres, wait_for
 from tests.helpers import race_two_upserts, waiting_advisory_locks
 from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
@@ -88,7 +88,7 @@ def test_two_validates_queue_on_the_advisory_lock_and_both_days_land(
     days = [DAY, DAY + timedelta(days=1)]
     rows = SyntheticSource(seed=3, stations=STATIONS).fetch(DAY - timedelta(days=1), days[-1])
     for d in days:
-        ingest.fetch(settings, _Csv(rows), d)
+        fetch_step.run(settings, _Csv(rows), d)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAINCAST_", "MLFLOW_"))}
     env.update(
         PATH=str(BIN) + os.pathsep + env.get("PATH", ""),

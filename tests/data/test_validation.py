@@ -14,9 +14,10 @@ from raincast import catalog, schema
 from raincast.data import store
 from raincast.data.validation import ValidationResult, validate_batch
 from raincast.params import ValidateParams
-from raincast.pipeline import ingest
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps import fetch as fetch_step
+from raincast.steps import validate as validate_step
 from tests.conftest import RawRows
 
 START = date(2020, 1, 1)
@@ -211,11 +212,11 @@ def _quarantine_rows(engine: sa.Engine) -> pd.DataFrame:
 
 
 def test_validate_loads_a_clean_fetch(settings: Settings) -> None:
-    source = ingest.make_source("synthetic:2", settings)
-    fetched = ingest.fetch(settings, source, DAY, start=DAY - timedelta(days=1))
+    source = fetch_step.make_source("synthetic:2", settings)
+    fetched = fetch_step.run(settings, source, DAY, start=DAY - timedelta(days=1))
     assert fetched.path.exists() and fetched.rows == 2 * len(schema.station_names())
 
-    out = ingest.validate(settings, ValidateParams(), DAY)
+    out = validate_step.run(settings, ValidateParams(), DAY)
     engine = store.connect(settings.raw_store_url)
     assert out.run_id == f"synthetic:{DAY.isoformat()}"
     assert out.result.quarantined.empty
@@ -235,9 +236,9 @@ def test_validate_loads_a_clean_fetch(settings: Settings) -> None:
 
 
 def test_validate_rejects_a_mostly_bad_batch_and_loads_nothing(settings: Settings) -> None:
-    ingest.fetch(settings, _Corrupting(n_bad=3), DAY)  # 3 of 10 rows > 5 %
-    with pytest.raises(ingest.ValidationFailedError) as err:
-        ingest.validate(settings, ValidateParams(max_invalid_share=0.05), DAY)
+    fetch_step.run(settings, _Corrupting(n_bad=3), DAY)  # 3 of 10 rows > 5 %
+    with pytest.raises(validate_step.ValidationFailedError) as err:
+        validate_step.run(settings, ValidateParams(max_invalid_share=0.05), DAY)
     msg = str(err.value)
     assert "3/10 rows invalid" in msg
     assert "worst checks: range:Humidity3pm (3 rows)" in msg
@@ -253,8 +254,8 @@ def test_validate_rejects_a_mostly_bad_batch_and_loads_nothing(settings: Setting
 
 
 def test_validate_tolerates_a_few_bad_rows(settings: Settings) -> None:
-    ingest.fetch(settings, _Corrupting(n_bad=1), DAY)  # 1 of 10 = 10 %
-    out = ingest.validate(settings, ValidateParams(max_invalid_share=0.2), DAY)
+    fetch_step.run(settings, _Corrupting(n_bad=1), DAY)  # 1 of 10 = 10 %
+    out = validate_step.run(settings, ValidateParams(max_invalid_share=0.2), DAY)
     engine = store.connect(settings.raw_store_url)
     assert store.count_rows(engine) == 9
     assert out.upsert is not None and out.upsert.inserted == 9
@@ -262,26 +263,26 @@ def test_validate_tolerates_a_few_bad_rows(settings: Settings) -> None:
 
 
 def test_validate_fails_an_empty_batch(settings: Settings) -> None:
-    ingest.fetch(settings, _Empty(), DAY)
-    with pytest.raises(ingest.ValidationFailedError, match="returned no rows"):
-        ingest.validate(settings, ValidateParams(), DAY)
+    fetch_step.run(settings, _Empty(), DAY)
+    with pytest.raises(validate_step.ValidationFailedError, match="returned no rows"):
+        validate_step.run(settings, ValidateParams(), DAY)
     assert store.count_rows(store.connect(settings.raw_store_url)) == 0
 
 
 def test_validate_without_a_fetch_says_what_to_run(settings: Settings) -> None:
     with pytest.raises(FileNotFoundError, match="raincast fetch --date 2021-03-10"):
-        ingest.validate(settings, ValidateParams(), DAY)
+        validate_step.run(settings, ValidateParams(), DAY)
 
 
 def test_revalidating_the_same_date_is_a_no_op(settings: Settings) -> None:
-    ingest.fetch(settings, _Corrupting(n_bad=1), DAY)
+    fetch_step.run(settings, _Corrupting(n_bad=1), DAY)
     params = ValidateParams(max_invalid_share=0.2)
-    ingest.validate(settings, params, DAY)
+    validate_step.run(settings, params, DAY)
     engine = store.connect(settings.raw_store_url)
     before = store.read_observations(engine)
     manifest = (settings.project_dir / catalog.MANIFEST.path).read_text()
 
-    again = ingest.validate(settings, params, DAY)
+    again = validate_step.run(settings, params, DAY)
     assert again.upsert is not None
     assert (again.upsert.inserted, again.upsert.updated, again.upsert.labels_filled) == (0, 0, 0)
     assert again.upsert.unchanged == 9

@@ -20,10 +20,11 @@ from sklearn import metrics as skm
 
 from raincast.data import store
 from raincast.params import ReplayParams
-from raincast.pipeline import batch
 from raincast.pipeline.replay import replay
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps import predict as predict_step
+from raincast.steps import score as score_step
 from raincast.steps.drift import record_drift
 from tests.helpers import (
     api_command,
@@ -166,9 +167,9 @@ def filled(monitor: tuple[Api, Settings]) -> Settings:
     store.upsert_observations(engine, rows, "synthetic", "load")
     replay(settings, ReplayParams(days=30, windows=(7, 30)), run_id="replay-test")
     for d in range(4, 9):
-        batch.predict_day(settings, date(2021, 3, d), run_id=f"live-{d}")
+        predict_step.run(settings, date(2021, 3, d), run_id=f"live-{d}")
     for d in (9, 10):
-        batch.score_day(settings, date(2021, 3, d))
+        score_step.run(settings, date(2021, 3, d))
     body = {
         "drift_share": 0.25,
         "drift_detected": False,
@@ -260,7 +261,7 @@ def test_reliability_of_live_predictions(
     # Predictions from 03-04 .. 03-08 are for 03-05 .. 03-09; the store ends on 03-10.
     assert (body["start"], body["end"]) == ("2021-02-08", "2021-03-09")  # type: ignore[index]
     engine = store.connect(filled.raw_store_url)
-    outcomes = batch.observed_outcomes(store.read_observations(engine))
+    outcomes = score_step.observed_outcomes(store.read_observations(engine))
     joined = store.read_predictions(engine).merge(outcomes, on=["target_date", "Location"])
     assert body["n"] == len(joined) > 3 * len(STATIONS)  # type: ignore[index]
     assert np.isclose(sum(b["n"] for b in body["bins"]), body["n"])  # type: ignore[index]

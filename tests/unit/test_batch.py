@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from raincast import schema
 from raincast.cli import app
 from raincast.data import store
-from raincast.pipeline import batch
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps import predict as predict_step
+from raincast.steps import score as score_step
 from tests.helpers import train_small_model
 
 STATIONS = ("Darwin", "Perth", "Sydney", "Hobart")
@@ -69,7 +70,7 @@ def test_predict_writes_one_row_per_station_on_the_day(
     _load(settings, DAY - timedelta(days=2), DAY - timedelta(days=1))
     _load(settings, DAY, DAY, stations=STATIONS[:3])  # Hobart has not reported on DAY
 
-    rep = batch.predict_day(settings, DAY, run_id="run-1")
+    rep = predict_step.run(settings, DAY, run_id="run-1")
 
     assert (rep.rows, rep.inserted, rep.model_version) == (3, 3, version)
     assert rep.missing_stations == ("Hobart",)
@@ -87,10 +88,10 @@ def test_predict_writes_one_row_per_station_on_the_day(
 def test_predicting_the_same_day_again_writes_nothing(settings: Settings) -> None:
     _load(settings, DAY, DAY)
     engine = store.connect(settings.raw_store_url)
-    batch.predict_day(settings, DAY, run_id="run-1")
+    predict_step.run(settings, DAY, run_id="run-1")
     before = store.read_predictions(engine)
 
-    again = batch.predict_day(settings, DAY, run_id="run-2")
+    again = predict_step.run(settings, DAY, run_id="run-2")
 
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, len(STATIONS))
     pd.testing.assert_frame_equal(store.read_predictions(engine), before)  # run_id untouched
@@ -118,8 +119,8 @@ def test_predict_without_a_champion_is_skipped_with_a_message(settings: Settings
 
 def test_predict_a_day_without_observations_fails(settings: Settings) -> None:
     _load(settings, DAY, DAY)
-    with pytest.raises(batch.NoObservationsError, match="no observations on 2021-03-04"):
-        batch.predict_day(settings, DAY + timedelta(days=1))
+    with pytest.raises(predict_step.NoObservationsError, match="no observations on 2021-03-04"):
+        predict_step.run(settings, DAY + timedelta(days=1))
     code, out = _cli(settings, "predict", "--date", "2021-03-04")
     assert code == 1 and "no observations on 2021-03-04" in out
 
@@ -198,7 +199,7 @@ def scored_store(settings: Settings) -> sa.Engine:
 def test_score_computes_live_metrics_from_the_first_prediction(
     settings: Settings, scored_store: sa.Engine
 ) -> None:
-    rows = batch.score_day(settings, D3, (7,))
+    rows = score_step.run(settings, D3, (7,))
     assert len(rows) == 1
     r = rows[0]
     assert (r.n_scored, r.n_pending, r.model_versions, r.window_start) == (
@@ -211,7 +212,7 @@ def test_score_computes_live_metrics_from_the_first_prediction(
     assert r.roc_auc == pytest.approx(0.75)  # (.9>.6, .9>.1, .4>.1) of 4 pairs
     assert (r.base_rate, r.predicted_positive_rate) == (0.5, 0.5)
     assert r.mean_probability == pytest.approx(0.5)
-    assert batch.count_pending(settings, D3, 7) == 2  # Hobart D3 and Sydney D4
+    assert score_step.count_pending(settings, D3, 7) == 2  # Hobart D3 and Sydney D4
     stored = store.read_live_scores(scored_store)
     assert stored[["as_of_date", "window_days", "n_scored"]].values.tolist() == [
         [D3.isoformat(), 7, 4]
@@ -222,7 +223,7 @@ def test_a_single_class_window_has_no_auc(settings: Settings, scored_store: sa.E
     store.upsert_observations(
         scored_store, schema.conform(pd.DataFrame([_obs(D3, "Sydney", 0.0)])), "test", "t"
     )
-    one_day, week = batch.score_day(settings, D3, (1, 7))
+    one_day, week = score_step.run(settings, D3, (1, 7))
     assert (one_day.window_days, one_day.n_scored, one_day.base_rate) == (1, 2, 0.0)
     assert one_day.roc_auc is None
     assert week.roc_auc is not None
@@ -233,11 +234,11 @@ def test_a_single_class_window_has_no_auc(settings: Settings, scored_store: sa.E
 def test_rescoring_the_same_date_replaces_its_rows(
     settings: Settings, scored_store: sa.Engine
 ) -> None:
-    batch.score_day(settings, D3, (1, 7), run_id="first")
+    score_step.run(settings, D3, (1, 7), run_id="first")
     store.upsert_observations(
         scored_store, schema.conform(pd.DataFrame([_obs(D3, "Hobart", 9.0)])), "test", "t"
     )
-    batch.score_day(settings, D3, (1, 7), run_id="second")
+    score_step.run(settings, D3, (1, 7), run_id="second")
     stored = store.read_live_scores(scored_store)
     assert len(stored) == 2
     assert set(stored["run_id"]) == {"second"}
@@ -275,6 +276,6 @@ def test_score_rejects_bad_windows(settings: Settings, windows: str) -> None:
 
 
 def test_parse_windows_sorts_and_dedupes() -> None:
-    assert batch.parse_windows(" 30,7,7 ") == (7, 30)
+    assert score_step.parse_windows(" 30,7,7 ") == (7, 30)
     with pytest.raises(ValueError, match="not a positive"):
-        batch.parse_windows("7,-1")
+        score_step.parse_windows("7,-1")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
+from raincast import catalog
 from raincast.cli import app
 from raincast.data import store
-from raincast.pipeline import ingest
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
 from tests.params_file import LIBRARY_DEFAULTS, write_params
@@ -41,7 +41,7 @@ def _fetch(env: dict[str, str], *args: str) -> tuple[int, str]:
 
 
 def _landed(settings: Settings, day: date) -> pd.DataFrame:
-    return pd.read_parquet(ingest.landing_paths(settings, day)[0])
+    return pd.read_parquet(catalog.landing_paths(settings, day)[0])
 
 
 def test_empty_store_fetches_every_earlier_row_of_a_replay_file(tmp_path: Path) -> None:

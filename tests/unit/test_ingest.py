@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from raincast import catalog, schema
 from raincast.data import store
 from raincast.params import ValidateParams
-from raincast.pipeline import cycle, ingest
+from raincast.pipeline import cycle
 from raincast.settings import Settings
 from raincast.sources import SourceUnavailableError
 from raincast.sources.synthetic import SyntheticSource
+from raincast.steps import fetch as fetch_step
+from raincast.steps import validate as validate_step
 from tests.params_file import LIBRARY_DEFAULTS, merged, small_model_params, write_params
 
 DAY = date(2021, 3, 10)
@@ -47,8 +49,8 @@ def _synthetic(start: date = DAY - timedelta(days=3), end: date = DAY, seed: int
 
 def _load(settings: Settings, name: str, day: date = DAY, start: date | None = None, **kw):  # type: ignore[no-untyped-def]
     rows = _synthetic(start or day - timedelta(days=3), day)
-    ingest.fetch(settings, _Rows(name, rows), day, start)
-    return ingest.validate(settings, kw.pop("params", LENIENT), day, **kw)
+    fetch_step.run(settings, _Rows(name, rows), day, start)
+    return validate_step.run(settings, kw.pop("params", LENIENT), day, **kw)
 
 
 def _engine(settings: Settings) -> sa.Engine:
@@ -72,26 +74,26 @@ def test_a_crash_after_the_commit_is_repaired_by_the_rerun(
 ) -> None:
     """Rows committed, then the process dies before the DVC manifest is written: the
     rerun changes no row but writes the manifest, so DVC sees the day."""
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
 
     def crash(*_: object) -> bool:
         raise OSError("killed right after the commit")
 
-    monkeypatch.setattr(ingest, "sync_manifest", crash)
+    monkeypatch.setattr(validate_step, "sync_manifest", crash)
     with pytest.raises(OSError, match="killed"):
-        ingest.validate(settings, LENIENT, DAY)
+        validate_step.run(settings, LENIENT, DAY)
     engine = _engine(settings)
     assert store.count_rows(engine) == 4 * len(STATIONS)  # the commit happened...
     assert len(_table(engine, store.validation_runs)) == 1  # ...with its record
     assert not (settings.project_dir / catalog.MANIFEST.path).exists()
 
     monkeypatch.undo()
-    again = ingest.validate(settings, LENIENT, DAY)
+    again = validate_step.run(settings, LENIENT, DAY)
     assert again.upsert is not None and not again.upsert.changed
     assert again.manifest_written
-    assert _manifest(settings) == ingest.manifest_body(engine)
+    assert _manifest(settings) == validate_step.manifest_body(engine)
     assert _manifest(settings)["rows"] == 4 * len(STATIONS)
-    assert not ingest.validate(settings, LENIENT, DAY).manifest_written  # stable: no rewrite
+    assert not validate_step.run(settings, LENIENT, DAY).manifest_written  # stable: no rewrite
 
 
 def test_a_crash_inside_the_transaction_leaves_nothing_behind(
@@ -100,14 +102,14 @@ def test_a_crash_inside_the_transaction_leaves_nothing_behind(
     """The upsert, the quarantine and the validation record commit together."""
     rows = _synthetic()
     rows.loc[0, "Humidity3pm"] = 150.0  # one row for the quarantine
-    ingest.fetch(settings, _Rows("csv", rows), DAY, DAY - timedelta(days=3))
+    fetch_step.run(settings, _Rows("csv", rows), DAY, DAY - timedelta(days=3))
 
     def crash(*_: object, **__: object) -> None:
         raise RuntimeError("killed before the validation record")
 
     monkeypatch.setattr(store, "record_validation_run", crash)
     with pytest.raises(RuntimeError, match="killed"):
-        ingest.validate(settings, LENIENT, DAY)
+        validate_step.run(settings, LENIENT, DAY)
     engine = _engine(settings)
     assert store.count_rows(engine) == 0
     assert store.count_rows(engine, store.quarantine) == 0
@@ -115,7 +117,7 @@ def test_a_crash_inside_the_transaction_leaves_nothing_behind(
     assert store.read_state(engine).revision == 0
 
     monkeypatch.undo()
-    out = ingest.validate(settings, LENIENT, DAY)
+    out = validate_step.run(settings, LENIENT, DAY)
     assert out.upsert is not None and out.upsert.inserted == len(rows) - 1
     assert store.count_rows(engine, store.quarantine) == 1
     assert _manifest(settings)["rows"] == len(rows) - 1
@@ -126,8 +128,8 @@ def test_a_failed_landing_write_keeps_the_previous_file(
 ) -> None:
     import pyarrow.parquet as pq
 
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
-    path, _ = ingest.landing_paths(settings, DAY)
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    path, _ = catalog.landing_paths(settings, DAY)
     before = path.read_bytes()
 
     def half_written(table: object, where: object, **_: object) -> None:
@@ -136,7 +138,7 @@ def test_a_failed_landing_write_keeps_the_previous_file(
 
     monkeypatch.setattr(pq, "write_table", half_written)
     with pytest.raises(OSError, match="disk full"):
-        ingest.fetch(settings, _Rows("csv", _synthetic(seed=9)), DAY)
+        fetch_step.run(settings, _Rows("csv", _synthetic(seed=9)), DAY)
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
@@ -144,21 +146,21 @@ def test_a_failed_landing_write_keeps_the_previous_file(
 def test_validate_trusts_the_metadata_inside_the_landing_file(settings: Settings) -> None:
     """A crash between the data and its JSON sidecar cannot pair new rows with old
     metadata: validate reads the metadata embedded in the parquet file."""
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
-    _, sidecar = ingest.landing_paths(settings, DAY)
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
+    _, sidecar = catalog.landing_paths(settings, DAY)
     stale = {"source": "synthetic", "start": DAY.isoformat(), "end": DAY.isoformat(), "rows": 4}
     sidecar.write_text(json.dumps(stale))
-    out = ingest.validate(settings, LENIENT, DAY)
+    out = validate_step.run(settings, LENIENT, DAY)
     assert out.source == "csv" and out.result.quarantined.empty
     assert out.upsert is not None and out.upsert.inserted == 4 * len(STATIONS)
 
 
 def test_an_unreadable_landing_file_says_to_fetch_again(settings: Settings) -> None:
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
-    path, _ = ingest.landing_paths(settings, DAY)
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    path, _ = catalog.landing_paths(settings, DAY)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ingest.LandingError, match=r"2021-03-10\.parquet is unreadable.*fetch"):
-        ingest.validate(settings, LENIENT, DAY)
+    with pytest.raises(catalog.LandingError, match=r"2021-03-10\.parquet is unreadable.*fetch"):
+        validate_step.run(settings, LENIENT, DAY)
 
 
 # --- what was sent: no erasing, no empty rows ---------------------------------------------
@@ -171,9 +173,9 @@ def test_an_all_missing_reply_never_overwrites_a_stored_day(settings: Settings) 
     blank = _synthetic(DAY, DAY)
     blank[list(schema.OBSERVED_COLUMNS)] = None  # what an upstream outage may send
     blank[schema.RAIN_TODAY] = None
-    ingest.fetch(settings, _Rows("csv", blank), DAY)
-    with pytest.raises(ingest.ValidationFailedError, match=r"empty:row \(4 rows\)"):
-        ingest.validate(settings, ValidateParams(), DAY)
+    fetch_step.run(settings, _Rows("csv", blank), DAY)
+    with pytest.raises(validate_step.ValidationFailedError, match=r"empty:row \(4 rows\)"):
+        validate_step.run(settings, ValidateParams(), DAY)
     pd.testing.assert_frame_equal(store.read_observations(engine), before)
 
 
@@ -183,8 +185,8 @@ def test_erasing_values_is_quarantined_with_a_reason(settings: Settings) -> None
     before = store.read_observations(engine)
     sparse = _synthetic(DAY, DAY)
     sparse.loc[sparse[schema.LOCATION] == "Perth", ["Humidity3pm", "Temp3pm"]] = None
-    ingest.fetch(settings, _Rows("csv", sparse), DAY)
-    out = ingest.validate(settings, LENIENT, DAY, run_id="sparse")
+    fetch_step.run(settings, _Rows("csv", sparse), DAY)
+    out = validate_step.run(settings, LENIENT, DAY, run_id="sparse")
     q = out.result.quarantined
     assert q[[schema.LOCATION, "check"]].values.tolist() == [["Perth", "erase:stored"]]
     assert "would replace stored Humidity3pm, Temp3pm with missing values" in q["reason"].iloc[0]
@@ -207,12 +209,12 @@ def test_validate_refuses_synthetic_rows_for_a_real_store_and_writes_nothing(
     counts = {t.name: store.count_rows(engine, t) for t in store.metadata.sorted_tables}
     manifest = _manifest(settings)
     later = DAY + timedelta(days=1)
-    ingest.fetch(settings, _Rows("synthetic", _synthetic(later, later, seed=5)), later)
+    fetch_step.run(settings, _Rows("synthetic", _synthetic(later, later, seed=5)), later)
     with pytest.raises(store.SourceMixError, match="holds real observations"):
-        ingest.validate(settings, LENIENT, DAY + timedelta(days=1))
+        validate_step.run(settings, LENIENT, DAY + timedelta(days=1))
     assert {t.name: store.count_rows(engine, t) for t in store.metadata.sorted_tables} == counts
     assert _manifest(settings) == manifest
-    out = ingest.validate(settings, LENIENT, DAY + timedelta(days=1), allow_mixed=True)
+    out = validate_step.run(settings, LENIENT, DAY + timedelta(days=1), allow_mixed=True)
     assert out.upsert is not None and out.upsert.inserted == len(STATIONS)
     assert store.read_state(engine).source_kind == "mixed"
 
@@ -263,9 +265,9 @@ def test_the_fallback_fills_an_empty_store_and_stays_synthetic(
     assert set(store.read_observations(engine)["source"]) == {"synthetic"}
     assert store.read_state(engine).source_kind == "synthetic"
     # Open-Meteo answers again: its real rows are refused by this synthetic store.
-    ingest.fetch(settings, _Rows("openmeteo", _synthetic()), DAY)
+    fetch_step.run(settings, _Rows("openmeteo", _synthetic()), DAY)
     with pytest.raises(store.SourceMixError, match="holds synthetic observations"):
-        ingest.validate(settings, LENIENT, DAY)
+        validate_step.run(settings, LENIENT, DAY)
 
 
 # --- locks ----------------------------------------------------------------------------------
@@ -273,12 +275,12 @@ def test_the_fallback_fills_an_empty_store_and_stays_synthetic(
 
 def test_validate_waits_for_the_store_lock(settings: Settings) -> None:
     engine = _engine(settings)
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
     done = threading.Event()
     outcome: list[object] = []
 
     def validate() -> None:
-        outcome.append(ingest.validate(settings, LENIENT, DAY))
+        outcome.append(validate_step.run(settings, LENIENT, DAY))
         done.set()
 
     with store.store_lock(engine, settings.lock_dir, 5, "test holder"):
@@ -292,13 +294,13 @@ def test_validate_waits_for_the_store_lock(settings: Settings) -> None:
 
 def test_a_busy_store_is_refused_with_the_holder_named(settings: Settings) -> None:
     engine = _engine(settings)
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
     impatient = settings.model_copy(update={"store_lock_timeout_s": 0.0})
     errors: list[BaseException] = []
 
     def validate() -> None:
         try:
-            ingest.validate(impatient, LENIENT, DAY)
+            validate_step.run(impatient, LENIENT, DAY)
         except store.StoreBusyError as err:
             errors.append(err)
 
@@ -344,7 +346,7 @@ def test_two_validates_at_once_both_land_their_day(settings: Settings) -> None:
     days = [DAY, DAY + timedelta(days=1)]
     rows = _synthetic(DAY - timedelta(days=1), days[-1])
     for d in days:
-        ingest.fetch(settings, _Rows("csv", rows), d)
+        fetch_step.run(settings, _Rows("csv", rows), d)
     procs = [_raincast(settings, "validate", "--date", d.isoformat()) for d in days]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
@@ -355,13 +357,13 @@ def test_two_validates_at_once_both_land_their_day(settings: Settings) -> None:
     assert sorted(set(stored[schema.DATE])) == [d.isoformat() for d in days]
     assert len(stored) == 2 * len(STATIONS)
     assert store.read_state(engine).revision == 2
-    assert _manifest(settings) == ingest.manifest_body(engine)
+    assert _manifest(settings) == validate_step.manifest_body(engine)
 
 
 @pytest.mark.timeout(120)
 def test_a_validate_refused_by_a_busy_store_says_so_in_one_line(settings: Settings) -> None:
     write_params(settings.project_dir, LIBRARY_DEFAULTS)
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
     engine = _engine(settings)
     with store.store_lock(engine, settings.lock_dir, 5, "run 2021-03-10"):
         p = _raincast(
@@ -436,7 +438,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(
 ) -> None:
     pytest.importorskip("psycopg2")
     write_params(settings.project_dir, LIBRARY_DEFAULTS)
-    ingest.fetch(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
     url = f"postgresql+psycopg2://raincast:s3cret-pw@127.0.0.1:{free_port}/raincast"
     p = _raincast(settings, "validate", "--date", DAY.isoformat(), RAINCAST_STORE_URL=url)
     out, err = p.communicate(timeout=100)

@@ -18,10 +18,14 @@ from raincast import catalog, schema
 from raincast.cli import app
 from raincast.data import store
 from raincast.params import ReplayParams, ValidateParams
-from raincast.pipeline import batch, cycle, ingest
+from raincast.pipeline import cycle
 from raincast.pipeline.replay import choose_window, replay, trained_through
 from raincast.settings import Settings
+from raincast.steps import fetch as fetch_step
+from raincast.steps import predict as predict_step
 from raincast.steps import process
+from raincast.steps import score as score_step
+from raincast.steps import validate as validate_step
 from tests.helpers import train_on_split
 from tests.params_file import LIBRARY_DEFAULTS, write_params
 
@@ -120,9 +124,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
     root = tmp_path_factory.mktemp("replay")
     write_params(root, LIBRARY_DEFAULTS)
     settings = Settings(project_dir=root, home=root / "var")
-    source = ingest.make_source(f"csv:{_real_csv(shared_data, root / 'real.csv')}", settings)
-    ingest.fetch(settings, source, LAST, FIRST)
-    ingest.validate(settings, ValidateParams(max_invalid_share=0.5), LAST)
+    source = fetch_step.make_source(f"csv:{_real_csv(shared_data, root / 'real.csv')}", settings)
+    fetch_step.run(settings, source, LAST, FIRST)
+    validate_step.run(settings, ValidateParams(max_invalid_share=0.5), LAST)
     return settings, _train(settings, seed=3, n_estimators=30)
 
 
@@ -180,7 +184,9 @@ def test_replay_predicts_the_newest_untrained_days_and_scores_them(
         assert row["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
         assert row["base_rate"] == pytest.approx(y.mean())
         assert row["mean_probability"] == pytest.approx(p.mean())
-        assert row["calibration_error"] == pytest.approx(batch.expected_calibration_error(y, p))
+        assert row["calibration_error"] == pytest.approx(
+            score_step.expected_calibration_error(y, p)
+        )
         assert rep.latest[w]["n_scored"] == len(done)
     # The first 30-day window holds one replayed day, and says where it starts.
     first = scores[(scores["as_of_date"] == "2017-05-27") & (scores["window_days"] == 30)].iloc[0]
@@ -196,8 +202,8 @@ def test_replayed_rows_never_enter_the_live_tables(real: tuple[Settings, str]) -
     assert store.count_rows(engine, store.live_scores) == 0
     before = store.read_replayed_predictions(engine)
     # A live prediction and its scoring leave the replayed window as it was.
-    batch.predict_day(settings, date(2017, 6, 23), run_id="live")
-    batch.score_day(settings, date(2017, 6, 25))
+    predict_step.run(settings, date(2017, 6, 23), run_id="live")
+    score_step.run(settings, date(2017, 6, 25))
     assert store.count_rows(engine, store.predictions) == len(STATIONS)
     assert set(store.read_live_scores(engine)["n_scored"]) == {len(STATIONS)}
     pd.testing.assert_frame_equal(store.read_replayed_predictions(engine), before)
@@ -257,7 +263,7 @@ def test_no_champion_is_a_clear_skip_not_a_crash(
     # Same store, a registry without a champion.
     bare = Settings(project_dir=tmp_path, home=tmp_path / "var", store_url=settings.raw_store_url)
     write_params(tmp_path, LIBRARY_DEFAULTS)
-    with pytest.raises(batch.NoChampionError):
+    with pytest.raises(predict_step.NoChampionError):
         replay(bare, CFG)
     report, reason = cycle.replay(bare, CFG)
     assert report is None and reason.startswith("no champion")

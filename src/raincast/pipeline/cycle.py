@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 from raincast.data import store
 from raincast.params import Params
-from raincast.pipeline import ingest
 from raincast.pipeline.outcome import PromotionOutcome
 from raincast.settings import Settings
 from raincast.sources import Source, SourceUnavailableError, default_date, history_start
+from raincast.steps import fetch as fetch_step
+from raincast.steps import validate as validate_step
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -53,9 +54,9 @@ __all__ = ["CycleReport", "Progress", "default_date", "dvc", "promote", "replay"
 
 
 def promote(settings: Settings, params: PromoteParams, drift_mode: str) -> PromotionOutcome:
-    """pipeline.promotion.promote, imported when the cycle gets there: MLflow and
+    """The promote step, imported when the cycle gets there: MLflow and
     scikit-learn cost ~3 s of imports that fetch, validate and a fallback need not wait for."""
-    from raincast.pipeline.promotion import promote as promote_now
+    from raincast.steps.promote import run as promote_now
 
     return promote_now(settings, params, drift_mode=drift_mode)
 
@@ -111,8 +112,8 @@ def settled_in_store(
 def replay(settings: Settings, params: ReplayParams) -> tuple[ReplayReport | None, str]:
     """The champion's replayed window (pipeline.replay); ``(None, reason)`` when there is
     nothing to replay with or on (no champion, no labelled day): a skip, not a failure."""
-    from raincast.pipeline.batch import NoChampionError, NoObservationsError
     from raincast.pipeline.replay import replay as replay_now
+    from raincast.steps.predict import NoChampionError, NoObservationsError
 
     try:
         report = replay_now(settings, params)
@@ -202,8 +203,8 @@ def _ingest(
     start: date | None,
     run_id: str,
 ) -> int:
-    fetched = ingest.fetch(settings, source, logical_date, start)
-    ingest.validate(settings, params.validate_, logical_date, run_id=run_id)
+    fetched = fetch_step.run(settings, source, logical_date, start)
+    validate_step.run(settings, params.validate_, logical_date, run_id=run_id)
     return fetched.rows
 
 

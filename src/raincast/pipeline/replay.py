@@ -21,8 +21,9 @@ import pandas as pd
 from raincast import schema
 from raincast.data import store
 from raincast.params import ReplayParams
-from raincast.pipeline import batch
 from raincast.settings import Settings
+from raincast.steps import predict as predict_step
+from raincast.steps import score as score_step
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def replayed_rows(
     """Rows of `replayed_predictions`: the model's output for raw day-D rows, joined with
     the observed outcome of D+1 (missing when the store does not hold it)."""
     preds = pd.DataFrame(
-        batch.prediction_rows(raw, out, model_name, model_version, run_id, replayed_at)
+        predict_step.prediction_rows(raw, out, model_name, model_version, run_id, replayed_at)
     )
     preds = preds.rename(columns={"predicted_at": "replayed_at"})
     preds["target_date"] = [d.isoformat() for d in preds["target_date"]]
@@ -139,12 +140,12 @@ def score_replayed(
 ) -> list[dict[str, Any]]:
     """Rolling scores of replayed predictions: for every target day of the window, each
     window length ending on it (clipped to the replayed days; ``n_scored`` says how many
-    predictions it holds). Reuses the live scoring (`batch.score_windows`)."""
+    predictions it holds). Reuses the live scoring (`score_step.score_windows`)."""
     first_target = window.first + timedelta(days=1)
     rows: list[dict[str, Any]] = []
     day = first_target
     while day <= window.last + timedelta(days=1):
-        for r in batch.score_windows(preds, day, windows, scored_at, run_id):
+        for r in score_step.score_windows(preds, day, windows, scored_at, run_id):
             row = asdict(r)
             row["window_start"] = max(r.window_start, first_target)
             row["model_version"] = row.pop("model_versions")
@@ -172,9 +173,9 @@ def _unchanged(
 def replay(settings: Settings, cfg: ReplayParams, run_id: str | None = None) -> ReplayReport:
     """Re-predict the champion's replayed window and store it with its rolling scores.
 
-    Raises batch.NoChampionError without a champion and batch.NoObservationsError when the
-    store holds no labelled day. Writes nothing when the stored window is already this
-    champion's on the same days.
+    Raises NoChampionError without a champion and NoObservationsError (both of the predict
+    step) when the store holds no labelled day. Writes nothing when the stored window is
+    already this champion's on the same days.
     """
     import mlflow.pyfunc
 
@@ -184,12 +185,16 @@ def replay(settings: Settings, cfg: ReplayParams, run_id: str | None = None) -> 
     engine = store.connect(settings.raw_store_url)
     newest = store.newest_labelled_date(engine)
     if newest is None:
-        raise batch.NoObservationsError("no labelled day in the raw store: nothing to replay")
+        raise predict_step.NoObservationsError(
+            "no labelled day in the raw store: nothing to replay"
+        )
     name = settings.model_name
     client = tracking.configure(settings)
     version = alias_version(client, name, CHAMPION)
     if version is None:
-        raise batch.NoChampionError("no champion: run `raincast run` or promote a model first")
+        raise predict_step.NoChampionError(
+            "no champion: run `raincast run` or promote a model first"
+        )
     # The resolved version, not the alias: a promotion in between cannot mislabel rows.
     mv = client.get_model_version(name, version)
     tags = dict(client.get_run(str(mv.run_id)).data.tags) if mv.run_id else {}
@@ -208,7 +213,7 @@ def replay(settings: Settings, cfg: ReplayParams, run_id: str | None = None) -> 
                 f"{window.first}..{window.last} is already stored",
             )
         obs = store.read_observations(engine, window.first, window.last + timedelta(days=1))
-        outcomes = batch.observed_outcomes(obs)
+        outcomes = score_step.observed_outcomes(obs)
         in_window = obs[obs[schema.DATE] <= window.last.isoformat()].reset_index(drop=True)
         raw = in_window[list(schema.INPUT_COLUMNS)]
         model = mlflow.pyfunc.load_model(model_uri(name, version))

@@ -119,7 +119,7 @@ def score_rows(live: pd.DataFrame, replayed: pd.DataFrame) -> list[dict[str, Any
 def reliability_bins(y: np.ndarray, p: np.ndarray, bins: int) -> list[dict[str, Any]]:
     """Reliability diagram: equal-width probability bins (the last one closed), each with
     its count, mean probability and observed rain frequency; empty bins left out. The
-    same binning as the live calibration error (`batch.expected_calibration_error`)."""
+    same binning as the live calibration error (`steps.score.expected_calibration_error`)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     out = []
@@ -268,7 +268,7 @@ class MonitorStore:
 
     def _live_scored(self, conn: sa.Connection, tables: set[str]) -> pd.DataFrame:
         """Live predictions (the first made per target and station) with their outcomes."""
-        from raincast.pipeline.batch import live_predictions, observed_outcomes
+        from raincast.steps.score import live_predictions, observed_outcomes
 
         empty = pd.DataFrame(columns=["target_date", "probability", "outcome"])
         if not {store.predictions.name, store.observations.name} <= tables:

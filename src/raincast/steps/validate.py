@@ -1,4 +1,4 @@
-"""fetch and validate: the IO edge between a source and the raw store.
+"""validate: the landed batch checked, its good rows loaded, its bad rows quarantined.
 
 What is atomic: a landing file (data and its metadata in one parquet file, written to a
 temporary name and renamed); one validation (quarantine, upsert and the validation-run
@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -26,139 +23,12 @@ from raincast.data import store
 from raincast.data.validation import ValidationResult, quarantine_records, validate_batch
 from raincast.params import ValidateParams
 from raincast.settings import Settings
-from raincast.sources import Source
 
 log = logging.getLogger(__name__)
-
-#: Key of the landing metadata inside the parquet file's schema metadata.
-_META_KEY = b"raincast.landing"
 
 
 class ValidationFailedError(RuntimeError):
     """Too many rows of a batch failed validation; nothing of it was loaded."""
-
-
-class LandingError(ValueError):
-    """A landing file cannot be read; the message names it and says to fetch again."""
-
-
-def make_source(spec: str, settings: Settings, seed: int = 0) -> Source:
-    """Source from a spec: ``openmeteo``, ``synthetic``, ``csv:<file>`` or ``replay:<file>``."""
-    kind, _, arg = spec.partition(":")
-    if kind == "openmeteo":
-        from raincast.sources.openmeteo import OpenMeteoSource
-
-        return OpenMeteoSource(settings)
-    if kind == "synthetic":
-        from raincast.sources.synthetic import SyntheticSource
-
-        try:
-            return SyntheticSource(seed=int(arg) if arg else seed)
-        except ValueError:
-            raise ValueError(f"synthetic seed must be an integer: {spec!r}") from None
-    if kind in ("csv", "replay"):
-        from raincast.sources.csvfile import CsvSource, ReplaySource
-
-        if not arg:
-            raise ValueError(f"source {kind!r} needs a file: {kind}:<path to weatherAUS csv>")
-        return (CsvSource if kind == "csv" else ReplaySource)(Path(arg))
-    raise ValueError(
-        f"unknown source {spec!r}: use openmeteo, synthetic, csv:<file> or replay:<file>"
-    )
-
-
-def landing_paths(settings: Settings, logical_date: date) -> tuple[Path, Path]:
-    """The landing file of a date and its human-readable metadata (validate reads the
-    metadata embedded in the parquet file; the JSON is for people and older tools)."""
-    base = settings.landing_dir / logical_date.isoformat()
-    return base.with_suffix(".parquet"), base.with_suffix(".json")
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    path: Path
-    rows: int
-    source: str
-    unknown_columns: tuple[str, ...] = ()
-
-
-def _replace_atomically(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path`` (same folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_landing(path: Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
-    )
-    _replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def fetch(
-    settings: Settings, source: Source, logical_date: date, start: date | None = None
-) -> FetchResult:
-    """Fetch [start, logical_date] (default: the logical date alone) into the landing area.
-
-    The rows are landed as the source sent them, with their metadata inside the same
-    parquet file (one atomic rename: validate never sees half a file or stale metadata).
-    """
-    start = start or logical_date
-    df = source.fetch(start, logical_date)
-    unknown = tuple(getattr(source, "unknown_columns", ()) or ())
-    data_path, meta_path = landing_paths(settings, logical_date)
-    meta = {
-        "source": source.name,
-        "start": start.isoformat(),
-        "end": logical_date.isoformat(),
-        "rows": len(df),
-        "fetched_at": datetime.now(UTC).isoformat(),
-        "unknown_columns": list(unknown),
-    }
-    _write_landing(data_path, df, meta)
-    _replace_atomically(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-    log.info("fetched %d rows from %s for %s..%s", len(df), source.name, start, logical_date)
-    return FetchResult(data_path, len(df), source.name, unknown)
-
-
-def read_landing(settings: Settings, logical_date: date) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The landed batch of a date and its metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data_path, meta_path = landing_paths(settings, logical_date)
-    again = f"fetch it again (`raincast fetch --date {logical_date}`)"
-    if not data_path.exists():
-        raise FileNotFoundError(
-            f"nothing fetched for {logical_date} ({data_path} is missing): "
-            f"run `raincast fetch --date {logical_date}`"
-        )
-    try:
-        table = pq.read_table(data_path)
-        embedded = (table.schema.metadata or {}).get(_META_KEY)
-        meta = json.loads(embedded) if embedded else json.loads(meta_path.read_text())
-        lacking = [k for k in ("source", "start", "end") if k not in meta]
-        if lacking:
-            raise KeyError(f"metadata lacks {lacking}")
-        date.fromisoformat(meta["start"])
-        date.fromisoformat(meta["end"])
-    except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as err:
-        raise LandingError(
-            f"landing file {data_path} is unreadable ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); {again}"
-        ) from None
-    return table.to_pandas(), meta
 
 
 @dataclass(frozen=True)
@@ -197,7 +67,7 @@ def _with_refusals(result: ValidationResult, refused: pd.DataFrame) -> Validatio
     )
 
 
-def validate(
+def run(
     settings: Settings,
     params: ValidateParams,
     logical_date: date,
@@ -213,7 +83,7 @@ def validate(
     when another writer holds the store lock beyond ``settings.store_lock_timeout_s``.
     """
     allow = settings.allow_mixed_sources if allow_mixed is None else allow_mixed
-    raw, meta = read_landing(settings, logical_date)
+    raw, meta = catalog.load_landing(settings, logical_date)
     source = str(meta["source"])
     run_id = run_id or f"{source}:{logical_date.isoformat()}"
     start, end = date.fromisoformat(meta["start"]), date.fromisoformat(meta["end"])
@@ -253,10 +123,11 @@ def validate(
         # After the commit; also repairs a manifest that an earlier crash left behind.
         written = sync_manifest(settings, engine)
     if problems:
+        landed = catalog.landing_paths(settings, logical_date)[0]
         raise ValidationFailedError(
             "; ".join(problems)
             + f". Nothing loaded; {len(result.quarantined)} rows kept in quarantine "
-            f"(run_id {run_id}) and the batch stays in {landing_paths(settings, logical_date)[0]}."
+            f"(run_id {run_id}) and the batch stays in {landed}."
         )
     return ValidateOutcome(result, upsert, run_id, source, written)
 
@@ -313,6 +184,6 @@ def sync_manifest(settings: Settings, engine: store.Target) -> bool:
             return False
     except OSError:
         pass
-    _replace_atomically(path, lambda tmp: tmp.write_text(text))
+    catalog.replace_atomically(path, lambda tmp: tmp.write_text(text))
     log.info("store manifest %s updated", path)
     return True
