@@ -724,22 +724,22 @@ def airflow(
     port: Annotated[int, typer.Option(help="Port of the Airflow UI / API server.")] = 8080,
 ) -> None:
     """Start Airflow standalone on 127.0.0.1 for the DAGs in dags/ (local task runner)."""
-    from raincast import orchestration
+    from raincast import local_airflow
 
     settings, _ = _setup()
-    env = orchestration.airflow_env(settings, port)
+    env = local_airflow.airflow_env(settings, port)
     typer.echo("preparing Airflow (metadata DB, pool raincast_dvc) ...")
     try:
-        orchestration.prepare(env)
+        local_airflow.prepare(env)
     except RuntimeError as err:
         raise _fail(str(err)) from err
     typer.secho(
-        f"Airflow UI: http://127.0.0.1:{port}  user: {orchestration.ADMIN_USER}  "
-        f"password: {orchestration.admin_password(settings)}  (Ctrl-C stops it)",
+        f"Airflow UI: http://127.0.0.1:{port}  user: {local_airflow.ADMIN_USER}  "
+        f"password: {local_airflow.admin_password(settings)}  (Ctrl-C stops it)",
         fg="green",
         bold=True,
     )
-    os.execvpe(orchestration.airflow_bin(), [orchestration.airflow_bin(), "standalone"], env)
+    os.execvpe(local_airflow.airflow_bin(), [local_airflow.airflow_bin(), "standalone"], env)
 
 
 @app.command()
@@ -747,17 +747,17 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every service.")] = 300,
 ) -> None:
     """Start MLflow, Airflow, the API, the UI (+ Prometheus/Pushgateway) without Docker."""
-    from raincast import platform
+    from raincast import local_stack
 
     settings, _ = _setup()
-    ports = platform.Ports.from_env()
+    ports = local_stack.Ports.from_env()
     try:
-        urls = platform.up(settings, ports, timeout)
+        urls = local_stack.up(settings, ports, timeout)
     except RuntimeError as err:
         raise _fail(str(err)) from err
     env_file = settings.project_dir / ".env"
     typer.secho("raincast is up (logs: var/log/platform.log; stop with `make down`)", fg="green")
-    pointers = platform.where_to_look(ports, urls, env_file)
+    pointers = local_stack.where_to_look(ports, urls, env_file)
     typer.secho("Where to look first:", bold=True)
     for i, p in enumerate(pointers, start=1):
         typer.echo(f"  {i}. {p.name:<11} {p.url:<36} {p.shows}")
@@ -772,10 +772,10 @@ def up(
 @app.command()
 def down() -> None:
     """Stop everything `raincast up` started."""
-    from raincast import platform
+    from raincast import local_stack
 
     settings, _ = _setup()
-    stopped = platform.down(settings)
+    stopped = local_stack.down(settings)
     typer.echo("stopped" if stopped else "nothing was running")
 
 
