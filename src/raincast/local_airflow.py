@@ -7,17 +7,22 @@ test. Nothing here imports Airflow: it runs the `airflow` CLI of this environmen
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from raincast.settings import Settings
+if TYPE_CHECKING:
+    from raincast.settings import Settings
 
 ADMIN_USER = "admin"
-DVC_POOL = "raincast_dvc"  # also in dags/raincast_tasks.py
+#: The DAGs' module of shared constants. Its ``DVC_POOL`` is the pool's one definition: the
+#: DAGs never import raincast (tests/airflow), so this side reads it from there.
+DAG_CONSTANTS = "raincast_tasks.py"
 
 
 def airflow_bin() -> str:
@@ -76,11 +81,24 @@ def airflow_env(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -
     }
 
 
+def dvc_pool(dags_folder: Path) -> str:
+    """The pool every DVC task of the DAGs runs in (``DVC_POOL`` of dags/raincast_tasks.py),
+    read from the source: neither Airflow nor the DAG file is imported."""
+    path = dags_folder / DAG_CONSTANTS
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "DVC_POOL" for t in targets):
+                return str(ast.literal_eval(node.value))
+    raise LookupError(f"no DVC_POOL constant in {path}")
+
+
 def prepare(env: dict[str, str]) -> None:
     """Migrate the metadata DB and create the one-slot DVC pool (idempotent)."""
+    pool = dvc_pool(Path(env["AIRFLOW__CORE__DAGS_FOLDER"]))
     for cmd in (
         ["db", "migrate"],
-        ["pools", "set", DVC_POOL, "1", "One DVC/registry writer at a time"],
+        ["pools", "set", pool, "1", "One DVC/registry writer at a time"],
     ):
         proc = subprocess.run([airflow_bin(), *cmd], env=env, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -47,10 +47,11 @@ def airflow(
 
     settings, _ = setup()
     env = local_airflow.airflow_env(settings, port)
-    typer.echo("preparing Airflow (metadata DB, pool raincast_dvc) ...")
     try:
+        pool = local_airflow.dvc_pool(Path(env["AIRFLOW__CORE__DAGS_FOLDER"]))
+        typer.echo(f"preparing Airflow (metadata DB, pool {pool}) ...")
         local_airflow.prepare(env)
-    except RuntimeError as err:
+    except (RuntimeError, LookupError, OSError) as err:
         raise fail(str(err)) from err
     typer.secho(
         f"Airflow UI: http://127.0.0.1:{port}  user: {local_airflow.ADMIN_USER}  "
