@@ -72,10 +72,11 @@ def split(settings: Settings, params: Params) -> dict[str, Any]:
 def _champion_train_window(settings: Settings) -> list[str] | None:
     """The champion's training window from its MLflow run tags (None without a champion)."""
     from raincast.models import tracking
+    from raincast.models.registry import CHAMPION
 
     try:
         client = tracking.configure(settings)
-        mv = client.get_model_version_by_alias(settings.model_name, "champion")
+        mv = client.get_model_version_by_alias(settings.model_name, CHAMPION)
         window = client.get_run(str(mv.run_id)).data.tags["train_window"]
     except Exception as err:  # no registry, no champion, no tag: fall back to the split
         log.info("no champion training window (%s); using this split's train window", err)
@@ -164,6 +165,7 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
     from raincast.models import tracking
     from raincast.models.metrics import classification_metrics
     from raincast.models.pyfunc import RainModel, pip_requirements, signature
+    from raincast.models.registry import CHALLENGER
     from raincast.models.train import fit
 
     root = settings.project_dir
@@ -242,7 +244,7 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
             registered_model_name=settings.model_name,
         )
         version = str(info.registered_model_version)
-        client.set_registered_model_alias(settings.model_name, "challenger", version)
+        client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
         client.set_model_version_tag(settings.model_name, version, "run_id", run.info.run_id)
     body = {
         "run_id": run.info.run_id,
