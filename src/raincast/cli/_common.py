@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -34,21 +33,26 @@ SKIP_EXIT = 99
 DateOpt = Annotated[
     str | None,
     typer.Option(
-        "--date", "-d", help="Logical date YYYY-MM-DD (default: $RAINCAST_DATE or today)."
+        "--date",
+        "-d",
+        envvar="RAINCAST_DATE",
+        show_envvar=False,  # the help names it already
+        help="Logical date YYYY-MM-DD (default: $RAINCAST_DATE or today).",
     ),
 ]
 
 
 def setup() -> tuple[Settings, Params]:
-    """Logging, the settings (environment) and params.yaml, for one command."""
+    """Settings (the environment and .env: the CLI is the edge that reads them), logging,
+    and params.yaml, for one command."""
     from raincast.monitoring.jobs import configure_logging
     from raincast.params import load_params
     from raincast.settings import Settings
 
-    configure_logging(os.environ.get("RAINCAST_LOG_LEVEL", "INFO"))
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings()
     return settings, load_params(settings.project_dir / "params.yaml")
 
 
@@ -59,8 +63,16 @@ def observed(step: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         @functools.wraps(fn)
         def wrapper(*args: object, **kwargs: object) -> None:
             from raincast.monitoring import jobs
+            from raincast.settings import Settings
 
-            with jobs.job(step):
+            # Its own Settings: the span must open before the step's setup() runs.
+            settings = Settings()
+            with jobs.job(
+                step,
+                pushgateway_url=settings.pushgateway_url,
+                otlp_endpoint=settings.otlp_endpoint,
+                run_id=settings.run_id,
+            ):
                 fn(*args, **kwargs)
 
         return wrapper
@@ -77,7 +89,7 @@ def record(name: str, value: float | None, **labels: str) -> None:
 
 
 def parse_date(value: str | None) -> date | None:
-    value = value or os.environ.get("RAINCAST_DATE")
+    """``--date`` (or its $RAINCAST_DATE) as a date; None when not given."""
     if not value:
         return None
     try:

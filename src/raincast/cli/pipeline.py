@@ -240,6 +240,8 @@ BatchDateOpt = Annotated[
     typer.Option(
         "--date",
         "-d",
+        envvar="RAINCAST_DATE",
+        show_envvar=False,  # the help names it already
         help="Observation date YYYY-MM-DD (default: $RAINCAST_DATE or the newest in the store).",
     ),
 ]

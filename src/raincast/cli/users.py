@@ -18,11 +18,13 @@ app = typer.Typer(
 
 
 def _user_store() -> UserStore:
+    from raincast.settings import Settings
+
     try:
-        from raincast.serving.auth import UserStore, users_file_from_env
+        from raincast.serving.auth import UserStore
     except ImportError as err:
         raise fail(f"{err}; install the serve extra: pip install 'raincast[serve]'") from err
-    return UserStore(users_file_from_env())
+    return UserStore(Settings().users_file)
 
 
 @app.command("add")
