@@ -40,9 +40,8 @@ def _secret_file(path: Path) -> str:
 
 def admin_password(settings: Settings) -> str:
     """`RAINCAST_AIRFLOW_PASSWORD` (e.g. from .env); else one generated once under var/."""
-    return os.environ.get("RAINCAST_AIRFLOW_PASSWORD") or _secret_file(
-        settings.state_dir / "airflow" / "admin-password"
-    )
+    given = settings.airflow_password.get_secret_value() if settings.airflow_password else ""
+    return given or _secret_file(settings.state_dir / "airflow" / "admin-password")
 
 
 def airflow_env(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -> dict[str, str]:
@@ -53,7 +52,10 @@ def airflow_env(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -
     passwords.write_text(json.dumps({ADMIN_USER: admin_password(settings)}))
     passwords.chmod(0o600)
     project = settings.project_dir.resolve()
+    # The Airflow processes' environment: this process's (building a child's environment is
+    # this edge's job), Airflow's log level kept when set, and the local wiring on top.
     return {
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         **os.environ,
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         "AIRFLOW_HOME": str(home),
@@ -75,9 +77,6 @@ def airflow_env(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
-            "AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"
-        ),
     }
 
 

@@ -46,18 +46,16 @@ def test_a_cycle_records_its_drift_result(settings: Settings) -> None:
     assert stored["current_window"] == "2021-02-01..2021-03-02"
 
 
-def test_rerunning_a_cycle_replaces_its_row(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rerunning_a_cycle_replaces_its_row(settings: Settings) -> None:
     engine = store.connect(settings.raw_store_url)
     stages.record_drift(settings, BODY)
     stages.record_drift(settings, {**BODY, "drift_share": 0.5, "drift_detected": True})
     (only,) = store.read_drift_results(engine).to_dict("records")
     assert only["drift_share"] == 0.5 and only["dataset_drift"]
     # Another orchestrator run of the same day is another row; its rerun is not.
-    monkeypatch.setenv("RAINCAST_RUN_ID", "scheduled__2021-03-03")
-    stages.record_drift(settings, BODY)
-    stages.record_drift(settings, BODY)
+    airflow_run = settings.model_copy(update={"run_id": "scheduled__2021-03-03"})
+    stages.record_drift(airflow_run, BODY)
+    stages.record_drift(airflow_run, BODY)
     assert list(store.read_drift_results(engine)["run_id"]) == [
         "cycle:2021-03-03",
         "scheduled__2021-03-03",

@@ -46,3 +46,8 @@ def test_where_to_look_lists_prometheus_only_when_it_runs() -> None:
     assert [p.name for p in pointers][-2:] == ["Airflow", "Prometheus"]
     assert pointers[-1].url == "http://127.0.0.1:9190"
     assert [p.name for p in local_stack.where_to_look(PORTS, {}, Path(".env"))][-1] == "Airflow"
+
+
+def test_ports_come_from_the_settings() -> None:
+    ports = local_stack.Ports.from_settings(Settings(api_port=3100, pushgateway_port=9191))
+    assert (ports.api, ports.pushgateway, ports.mlflow) == (3100, 9191, 5000)

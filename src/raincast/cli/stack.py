@@ -31,7 +31,8 @@ def serve(
     except AuthConfigError as err:
         raise fail(str(err)) from err
     # `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir as it starts: a second
-    # server sharing the home would wipe this one's metrics. One home per port.
+    # server sharing the home would wipe this one's metrics. One home per port. (Set in
+    # this process's environment, which execvp hands on to BentoML.)
     os.environ.setdefault("BENTOML_HOME", str(settings.state_dir / "bentoml" / str(port)))
     bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
     cmd = [bentoml, "serve", "raincast.serving.service:RainService"]
@@ -70,7 +71,7 @@ def up(
     from raincast import local_stack
 
     settings, _ = setup()
-    ports = local_stack.Ports.from_env()
+    ports = local_stack.Ports.from_settings(settings)
     try:
         urls = local_stack.up(settings, ports, timeout)
     except RuntimeError as err:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,7 @@ def record_drift(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     """Store this cycle's drift result in `drift_results` (Monitor's drift history).
 
     The cycle is the newest observation day in the raw store (the day the cycle brought
-    in); the run is the orchestrator's (RAINCAST_RUN_ID) or ``cycle:<day>``. Keyed by both:
+    in); the run is the orchestrator's (``settings.run_id``) or ``cycle:<day>``. Keyed by both:
     re-running a cycle replaces its row.
     """
     from datetime import UTC, datetime
@@ -151,7 +150,7 @@ def record_drift(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     if span is None:
         raise ValueError("the raw store is empty: no cycle to record drift for")
     cycle_date = span[1]
-    run_id = os.environ.get("RAINCAST_RUN_ID") or f"cycle:{cycle_date.isoformat()}"
+    run_id = settings.run_id or f"cycle:{cycle_date.isoformat()}"
     row = result_row(body, cycle_date, run_id, datetime.now(UTC))
     store.upsert_drift_result(engine, row)
     return row
@@ -211,8 +210,8 @@ def train(settings: Settings, params: Params) -> dict[str, Any]:
         "data_source": "+".join(sources) or "unknown",
         **{f"data_source_{k}": "+".join(v) or "unknown" for k, v in slice_sources.items()},
     }
-    if os.environ.get("RAINCAST_RUN_ID"):  # the orchestrator's run (Airflow run id)
-        tags["orchestrator_run_id"] = os.environ["RAINCAST_RUN_ID"]
+    if settings.run_id:  # the orchestrator's run (Airflow run id)
+        tags["orchestrator_run_id"] = settings.run_id
     with mlflow.start_run(run_name="train", tags=tags) as run:
         mlflow.log_params(
             {
