@@ -37,7 +37,9 @@ TIMEZONE = "Australia/Sydney"
 #: Start of every DAG: the first weatherAUS day, so old logical dates can be replayed or
 #: backfilled (catch-up stays off: unpausing never schedules the years in between).
 START_DATE = datetime(2007, 11, 1, tzinfo=ZoneInfo(TIMEZONE))
-#: Pool serialising every task that runs DVC (size 1; `make airflow` creates it).
+#: Pool serialising every task that runs DVC (size 1). Its one definition: `raincast airflow`
+#: (raincast.local_airflow) reads it from here, and tests/deploy holds docker-compose's
+#: airflow-init to it.
 DVC_POOL = "raincast_dvc"
 #: The run's observation day D (YYYY-MM-DD) in the stations' timezone. `ds` would be the
 #: UTC date, one day early for a run that starts at midnight in Sydney. (Double quotes

@@ -1,5 +1,5 @@
 """Airflow test fixtures: a temporary project (dvc.yaml, params, dags, replay data) and the
-environment every Airflow process of the local deployment gets (raincast.orchestration)."""
+environment every Airflow process of the local deployment gets (raincast.local_airflow)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raincast import orchestration
+from raincast import local_airflow
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
 
@@ -63,7 +63,7 @@ def airflow_env(work: Path, port: int) -> dict[str, str]:
     os.environ.clear()
     os.environ.update(clean)
     try:
-        env = orchestration.airflow_env(Settings(project_dir=work), port)
+        env = local_airflow.airflow_env(Settings(project_dir=work), port)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -93,7 +93,7 @@ def af_project(
     """Project + migrated Airflow DB + pool + store history up to LAST - 2 days."""
     work = make_project(tmp_path_factory.mktemp("af"))
     env = airflow_env(work, free_port())
-    orchestration.prepare(env)
+    local_airflow.prepare(env)
     history_end = date.fromordinal(LAST.toordinal() - 2).isoformat()
     for cmd in (
         [

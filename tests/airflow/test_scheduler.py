@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from raincast import orchestration
+from raincast import local_airflow
 from raincast.settings import Settings
 
 from .conftest import BIN, LAST
@@ -76,7 +76,7 @@ def airflow(af_project):  # type: ignore[no-untyped-def]
         )
     api = Api(
         f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}",
-        orchestration.admin_password(Settings(project_dir=work)),
+        local_airflow.admin_password(Settings(project_dir=work)),
     )
     try:
         _wait("the API server", START_TIMEOUT_S, lambda: api.login() or True, log)

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from raincast import orchestration
+from raincast import local_airflow
 from raincast.data import store
 from raincast.models.registry import alias_version
 from tests.airflow.conftest import FIRST, LAST, airflow_env, make_project, run
@@ -88,7 +88,7 @@ def test_dags_run_with_the_airflow_metadata_db_on_postgres(
         RAINCAST_MLFLOW_TRACKING_URI=registry.url,
         RAINCAST_TASK_RETRIES="1",
     )
-    orchestration.prepare(env)  # `airflow db migrate` + the DVC pool, on PostgreSQL
+    local_airflow.prepare(env)  # `airflow db migrate` + the DVC pool, on PostgreSQL
     history_end = (LAST - timedelta(days=2)).isoformat()
     for cmd in (
         ["fetch", "--source", "replay:replay.csv", "--date", history_end, "--start", str(FIRST)],

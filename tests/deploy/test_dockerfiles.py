@@ -185,5 +185,5 @@ def test_build_context_keeps_what_the_dockerfiles_copy() -> None:
     for source in sources:
         assert (REPO / source).exists(), source
         assert not dockerignore_excludes(source.rstrip("/")), source
-    assert not dockerignore_excludes("src/raincast/cli.py")
+    assert not dockerignore_excludes("src/raincast/cli/__init__.py")
     assert not dockerignore_excludes("dags/raincast_tasks.py")

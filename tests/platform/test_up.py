@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from raincast.platform import read_env_file
+from raincast.local_stack import read_env_file
 from raincast.settings import Settings
 from tests.helpers import free_port, http_status, train_small_model, wait_until
 

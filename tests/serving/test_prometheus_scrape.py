@@ -208,11 +208,10 @@ def test_a_pipeline_push_lands_with_the_labels_the_alerts_select(
     """The pipeline's own push (`raincast.monitoring.jobs`), not a hand-made one."""
     from raincast.monitoring import jobs
 
-    monkeypatch.setenv("RAINCAST_PUSHGATEWAY_URL", monitoring.pushgateway)
     monkeypatch.setattr(jobs, "_values", [])  # this test's values only, none left behind
     jobs.record("raincast_live_roc_auc", 0.81, window="30d")
     jobs.record("raincast_live_scored_rows", 420, window="30d")
-    assert jobs.push("score", 1.5, ok=True)
+    assert jobs.push("score", 1.5, ok=True, url=monitoring.pushgateway)
 
     auc = _poll(monitoring.prometheus, 'raincast_live_roc_auc{job="score", window="30d"}')
     assert [float(s["value"][1]) for s in auc] == [0.81]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from raincast import platform
+from raincast import local_stack
 from raincast.serving.auth import UserStore
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
@@ -131,7 +131,7 @@ def ui(stack: Api) -> Iterator[str]:
     env.update(RAINCAST_API_URL=stack.url, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     port = free_port()
     log = stack.work / "streamlit.log"
-    cmd = [*platform.ui_command(port), "--server.fileWatcherType", "none"]
+    cmd = [*local_stack.ui_command(port), "--server.fileWatcherType", "none"]
     proc = start(cmd, env, stack.work, log)
     url = f"http://127.0.0.1:{port}"
     try:

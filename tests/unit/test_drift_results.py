@@ -46,9 +46,7 @@ def test_a_cycle_records_its_drift_result(settings: Settings) -> None:
     assert stored["current_window"] == "2021-02-01..2021-03-02"
 
 
-def test_rerunning_a_cycle_replaces_its_row(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rerunning_a_cycle_replaces_its_row(settings: Settings) -> None:
     engine = store.connect(settings.raw_store_url)
     record_drift(settings, BODY)
     record_drift(settings, {**BODY, "drift_share": 0.5, "drift_detected": True})

@@ -56,6 +56,19 @@ def test_empty_store_fetches_every_earlier_row_of_a_replay_file(tmp_path: Path) 
     assert len(landed) == len(STATIONS) * 89
 
 
+def test_raincast_date_is_the_date_and_never_the_start_of_a_range(tmp_path: Path) -> None:
+    """$RAINCAST_DATE (how the containers get the day) feeds --date only: --start stays
+    unset, so an empty store still gets its history."""
+    settings, csv, env = _project(tmp_path)
+    code, out = _fetch(
+        {**env, "RAINCAST_DATE": "2021-03-30"}, "--source", f"replay:{csv}", "--history-if-empty"
+    )
+    assert code == 0, out
+    assert "the store is empty: fetching its history from 2021-01-01" in out
+    landed = _landed(settings, date(2021, 3, 30))
+    assert (landed["Date"].min(), landed["Date"].max()) == ("2021-01-01", "2021-03-30")
+
+
 def test_a_filled_store_fetches_only_the_day(tmp_path: Path) -> None:
     settings, csv, env = _project(tmp_path)
     one = SyntheticSource(seed=5, stations=STATIONS).fetch(FIRST, FIRST)

@@ -57,10 +57,9 @@ def test_metric_names_must_carry_the_prefix() -> None:
         jobs.record("rows_accepted", 1)
 
 
-def test_success_pushes_values_and_last_success(gateway: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("RAINCAST_PUSHGATEWAY_URL", gateway)
+def test_success_pushes_values_and_last_success(gateway: str) -> None:
     before = time.time()
-    with jobs.job("validate"):
+    with jobs.job("validate", pushgateway_url=gateway):
         jobs.record("raincast_rows_accepted", 47)
         jobs.record("raincast_live_f1", 0.61, window="7d")
     text = _scrape(gateway)
@@ -76,31 +75,27 @@ def test_success_pushes_values_and_last_success(gateway: str, monkeypatch) -> No
     assert before - 1 <= float(stamp.split()[-1]) <= after + 1
 
 
-def test_failure_keeps_the_last_success_visible(gateway: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("RAINCAST_PUSHGATEWAY_URL", gateway)
-    with jobs.job("fetch"):
+def test_failure_keeps_the_last_success_visible(gateway: str) -> None:
+    with jobs.job("fetch", pushgateway_url=gateway):
         pass
-    with pytest.raises(RuntimeError), jobs.job("fetch"):
+    with pytest.raises(RuntimeError), jobs.job("fetch", pushgateway_url=gateway):
         raise RuntimeError("source down")
     text = _scrape(gateway)
     assert 'raincast_job_last_success_timestamp_seconds{instance="",job="fetch"}' in text
     assert 'raincast_job_last_failure_timestamp_seconds{instance="",job="fetch"}' in text
 
 
-def test_unreachable_gateway_never_fails_the_job(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("RAINCAST_PUSHGATEWAY_URL", f"http://127.0.0.1:{free_port()}")
-    with caplog.at_level(logging.WARNING), jobs.job("process"):
+def test_unreachable_gateway_never_fails_the_job(caplog) -> None:  # type: ignore[no-untyped-def]
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.WARNING), jobs.job("process", pushgateway_url=unreachable):
         jobs.record("raincast_rows_fetched", 3)
     assert "not pushed" in caplog.text
 
 
-def test_each_step_is_a_span_and_json_logs_carry_its_trace_id(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.delenv("RAINCAST_PUSHGATEWAY_URL", raising=False)
-    monkeypatch.setenv("RAINCAST_LOG_FORMAT", "json")
-    monkeypatch.setenv("RAINCAST_RUN_ID", "manual__2026-01-01")
-    jobs.configure_logging("INFO")
+def test_each_step_is_a_span_and_json_logs_carry_its_trace_id(capsys) -> None:  # type: ignore[no-untyped-def]
+    jobs.configure_logging("INFO", "json")
     EXPORTER.clear()
-    with jobs.job("train"):
+    with jobs.job("train", run_id="manual__2026-01-01"):
         logging.getLogger("raincast.test").info("training")
     span = EXPORTER.get_finished_spans()[-1]
     assert span.name == "raincast.train"

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from raincast import cli
+from raincast.cli import stack
 from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 runner = CliRunner()
@@ -29,7 +30,7 @@ def execs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[st
         calls.append((args, os.environ["BENTOML_HOME"]))
         raise Exec
 
-    monkeypatch.setattr(cli.os, "execvp", fake_exec)
+    monkeypatch.setattr(stack.os, "execvp", fake_exec)
     monkeypatch.delenv("BENTOML_HOME", raising=False)
     monkeypatch.setenv("RAINCAST_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("RAINCAST_JWT_SECRET", "s" * 48)

@@ -1,23 +1,28 @@
-"""Registry decisions: the promotion rule, serialised alias moves, rollback and stage names."""
+"""Registry decisions: the promotion rule, serialised alias moves, rollback and stage names.
+
+The one home of the alias names (`CHAMPION`, `CHALLENGER`). scikit-learn and MLflow's
+model loading are imported by `score_version` alone, so a step that only needs a name or
+an alias lookup (the drift stage) does not pay for them.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow.pyfunc
-import pandas as pd
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from raincast.features import label_vector
-from raincast.models.metrics import classification_metrics
 from raincast.params import PromoteParams
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
+#: The registry aliases raincast moves: the served model, and the one just trained.
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -87,6 +92,11 @@ def model_uri(name: str, version: str) -> str:
 
 def score_version(name: str, version: str, test: pd.DataFrame) -> Scores:
     """Load a registered version and score it on ``test`` at its own tuned threshold."""
+    import mlflow.pyfunc
+
+    from raincast.features import label_vector
+    from raincast.models.metrics import classification_metrics
+
     model = mlflow.pyfunc.load_model(model_uri(name, version))
     out = model.predict(test.drop(columns=["RainTomorrow", "source"], errors="ignore"))
     threshold = float(out["threshold"].iloc[0])

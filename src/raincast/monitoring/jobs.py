@@ -7,9 +7,10 @@ timestamp_seconds`` (a failure pushes ``raincast_job_last_failure_timestamp_seco
 with POST semantics, so the last success survives and staleness stays visible). Step
 values (rows, model scores, drift share, live metrics) are added with `record()`.
 
-Everything is off unless configured: ``RAINCAST_PUSHGATEWAY_URL`` (e.g.
-``http://127.0.0.1:9091``), ``RAINCAST_OTLP_ENDPOINT`` (OTLP/HTTP traces),
-``RAINCAST_LOG_FORMAT=json``. A monitoring outage never fails the job: it is logged.
+Everything is off unless the caller passes it (the CLI passes its `Settings`:
+``RAINCAST_PUSHGATEWAY_URL`` e.g. ``http://127.0.0.1:9091``, ``RAINCAST_OTLP_ENDPOINT`` for
+OTLP/HTTP traces, ``RAINCAST_LOG_FORMAT=json``, ``RAINCAST_RUN_ID``); nothing here reads
+the environment. A monitoring outage never fails the job: it is logged.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -54,9 +54,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body)
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """One stderr handler on the root logger; ``log_format`` json: one JSON object a line."""
     handler = logging.StreamHandler()
-    if os.environ.get("RAINCAST_LOG_FORMAT", "text").lower() == "json":
+    if log_format.lower() == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -65,10 +66,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
 
 
-def configure_tracing(service_name: str = "raincast-pipeline") -> None:
-    """Install an OTLP exporter when RAINCAST_OTLP_ENDPOINT is set (once per process)."""
+def configure_tracing(endpoint: str, service_name: str = "raincast-pipeline") -> None:
+    """Install an OTLP exporter to ``endpoint`` (once per process); empty: no tracing."""
     global _tracer_ready
-    endpoint = os.environ.get("RAINCAST_OTLP_ENDPOINT")
     if _tracer_ready or not endpoint:
         return
     from opentelemetry import trace
@@ -84,18 +84,21 @@ def configure_tracing(service_name: str = "raincast-pipeline") -> None:
 
 
 @contextlib.contextmanager
-def job(step: str) -> Iterator[None]:
-    """Span + timing + push around one pipeline step."""
+def job(
+    step: str, *, pushgateway_url: str = "", otlp_endpoint: str = "", run_id: str = ""
+) -> Iterator[None]:
+    """Span + timing + push around one pipeline step. Empty ``pushgateway_url`` /
+    ``otlp_endpoint``: no push / no exporter; ``run_id`` (the orchestrator's) tags the span."""
     from opentelemetry import trace
 
-    configure_tracing()
+    configure_tracing(otlp_endpoint)
     _values.clear()
     t0 = time.time()
     ok = False
     with trace.get_tracer("raincast").start_as_current_span(f"raincast.{step}") as span:
         span.set_attribute("raincast.step", step)
-        if os.environ.get("RAINCAST_RUN_ID"):
-            span.set_attribute("raincast.run_id", os.environ["RAINCAST_RUN_ID"])
+        if run_id:
+            span.set_attribute("raincast.run_id", run_id)
         try:
             yield
             ok = True
@@ -107,15 +110,15 @@ def job(step: str) -> Iterator[None]:
             raise
         finally:
             span.set_attribute("raincast.ok", ok)
-            push(step, time.time() - t0, ok)
+            push(step, time.time() - t0, ok, pushgateway_url)
             provider = trace.get_tracer_provider()
             if hasattr(provider, "force_flush"):
                 provider.force_flush(5000)
 
 
-def push(step: str, duration_s: float, ok: bool) -> bool:
-    """Push this job's gauges; False (logged) when no gateway is configured or it fails."""
-    url = os.environ.get("RAINCAST_PUSHGATEWAY_URL")
+def push(step: str, duration_s: float, ok: bool, url: str) -> bool:
+    """Push this job's gauges to the Pushgateway at ``url``; False when ``url`` is empty,
+    or (logged) when the push fails."""
     if not url:
         return False
     from prometheus_client import CollectorRegistry, Gauge

@@ -164,6 +164,8 @@ _DVC_SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 
 def _tool_env() -> dict[str, str]:
     # DVC stages call `raincast ...`: make this interpreter's scripts folder win on PATH.
+    # The child's environment is this process's (each stage builds its own Settings from
+    # it): building a subprocess's environment is the one use of os.environ here.
     bindir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 

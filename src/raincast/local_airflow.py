@@ -7,17 +7,22 @@ test. Nothing here imports Airflow: it runs the `airflow` CLI of this environmen
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from raincast.settings import Settings
+if TYPE_CHECKING:
+    from raincast.settings import Settings
 
 ADMIN_USER = "admin"
-DVC_POOL = "raincast_dvc"  # also in dags/raincast_tasks.py
+#: The DAGs' module of shared constants. Its ``DVC_POOL`` is the pool's one definition: the
+#: DAGs never import raincast (tests/airflow), so this side reads it from there.
+DAG_CONSTANTS = "raincast_tasks.py"
 
 
 def airflow_bin() -> str:
@@ -35,9 +40,8 @@ def _secret_file(path: Path) -> str:
 
 def admin_password(settings: Settings) -> str:
     """`RAINCAST_AIRFLOW_PASSWORD` (e.g. from .env); else one generated once under var/."""
-    return os.environ.get("RAINCAST_AIRFLOW_PASSWORD") or _secret_file(
-        settings.state_dir / "airflow" / "admin-password"
-    )
+    given = settings.airflow_password.get_secret_value() if settings.airflow_password else ""
+    return given or _secret_file(settings.state_dir / "airflow" / "admin-password")
 
 
 def airflow_env(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -> dict[str, str]:
@@ -48,7 +52,10 @@ def airflow_env(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -
     passwords.write_text(json.dumps({ADMIN_USER: admin_password(settings)}))
     passwords.chmod(0o600)
     project = settings.project_dir.resolve()
+    # The Airflow processes' environment: this process's (building a child's environment is
+    # this edge's job), Airflow's log level kept when set, and the local wiring on top.
     return {
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         **os.environ,
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         "AIRFLOW_HOME": str(home),
@@ -70,17 +77,27 @@ def airflow_env(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
-            "AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"
-        ),
     }
+
+
+def dvc_pool(dags_folder: Path) -> str:
+    """The pool every DVC task of the DAGs runs in (``DVC_POOL`` of dags/raincast_tasks.py),
+    read from the source: neither Airflow nor the DAG file is imported."""
+    path = dags_folder / DAG_CONSTANTS
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "DVC_POOL" for t in targets):
+                return str(ast.literal_eval(node.value))
+    raise LookupError(f"no DVC_POOL constant in {path}")
 
 
 def prepare(env: dict[str, str]) -> None:
     """Migrate the metadata DB and create the one-slot DVC pool (idempotent)."""
+    pool = dvc_pool(Path(env["AIRFLOW__CORE__DAGS_FOLDER"]))
     for cmd in (
         ["db", "migrate"],
-        ["pools", "set", DVC_POOL, "1", "One DVC/registry writer at a time"],
+        ["pools", "set", pool, "1", "One DVC/registry writer at a time"],
     ):
         proc = subprocess.run([airflow_bin(), *cmd], env=env, capture_output=True, text=True)
         if proc.returncode != 0:

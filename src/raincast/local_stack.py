@@ -42,14 +42,15 @@ class Ports:
     pushgateway: int = 9091
 
     @classmethod
-    def from_env(cls) -> Ports:
-        """Defaults, or ``RAINCAST_<NAME>_PORT`` (e.g. RAINCAST_API_PORT=3100)."""
+    def from_settings(cls, settings: Settings) -> Ports:
+        """The ports of `Settings` (``RAINCAST_<NAME>_PORT``, e.g. RAINCAST_API_PORT=3100)."""
         return cls(
-            **{
-                name: int(os.environ[f"RAINCAST_{name.upper()}_PORT"])
-                for name in cls.__dataclass_fields__
-                if os.environ.get(f"RAINCAST_{name.upper()}_PORT")
-            }
+            mlflow=settings.mlflow_port,
+            airflow=settings.airflow_port,
+            api=settings.api_port,
+            ui=settings.ui_port,
+            prometheus=settings.prometheus_port,
+            pushgateway=settings.pushgateway_port,
         )
 
 
@@ -200,6 +201,9 @@ def up(settings: Settings, ports: Ports, timeout_s: float = 300) -> dict[str, st
         raise RuntimeError(f"already running (pid file {pid_file(settings)}); `make down` first")
     project = settings.project_dir
     values = ensure_secrets(project / ".env")
+    # The services' environment: this process's, plus .env and the local wiring (building a
+    # child's environment is this edge's job; the API's users file is taken from it below,
+    # as the API will read it).
     env = {**os.environ, **values}
     env.update(
         PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""),
