@@ -69,7 +69,7 @@ test-stack: install stack-deps ## The compose stack in containers: build, up, da
 test-fast: install ## Unit tests only
 	$(UV) run --locked pytest tests/unit tests/data tests/model -q
 
-PY_DIRS := src dags tests bench
+PY_DIRS := src dags tests bench testbed
 
 lint: install deps-check ## ruff lint + format check, mypy on src/, deps-check
 	$(UV) run --locked ruff check $(PY_DIRS)
