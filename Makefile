@@ -7,7 +7,7 @@ export UV_LINK_MODE ?= copy
 # (with PYTHONDONTWRITEBYTECODE set, every process recompiles MLflow & co, ~3 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install system-deps stack-deps run airflow up down ui test test-fast test-stack lint format bench clean
+.PHONY: help install system-deps stack-deps run airflow up down ui test test-fast test-stack lint deps-check format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -69,14 +69,21 @@ test-stack: install stack-deps ## The compose stack in containers: build, up, da
 test-fast: install ## Unit tests only
 	$(UV) run --locked pytest tests/unit tests/data tests/model -q
 
-lint: install ## ruff lint + format check, mypy on src/
-	$(UV) run --locked ruff check src tests bench dags
-	$(UV) run --locked ruff format --check src tests bench dags
+PY_DIRS := src dags tests bench testbed
+
+lint: install deps-check ## ruff lint + format check, mypy on src/, deps-check
+	$(UV) run --locked ruff check $(PY_DIRS)
+	$(UV) run --locked ruff format --check $(PY_DIRS)
 	$(UV) run --locked mypy
 
+# Two passes: the dev group may serve the tests and benchmarks, never src/ or dags/.
+deps-check: install ## deptry: every third-party import is a declared dependency ([tool.deptry])
+	$(UV) run --locked deptry src dags
+	$(UV) run --locked deptry . --exclude '\.venv' --exclude '\.git' --ignore DEP002,DEP004
+
 format: install ## Apply ruff fixes and formatting
-	$(UV) run --locked ruff check --fix src tests bench dags
-	$(UV) run --locked ruff format src tests bench dags
+	$(UV) run --locked ruff check --fix $(PY_DIRS)
+	$(UV) run --locked ruff format $(PY_DIRS)
 
 bench: install system-deps stack-deps ## Benchmarks (quality, timings, serving, stack, ...) on ../shared/data -> bench/results/
 	$(UV) run --locked python -m bench.run

@@ -40,13 +40,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import (  # noqa: E402
+from testbed.champion import labelled_rows, train_small_model  # noqa: E402
+from testbed.servers import (  # noqa: E402
     api_command,
     free_port,
-    labelled_rows,
+    http_status,
     start_logged,
     stop_group,
-    train_small_model,
     wait_until,
 )
 
@@ -513,8 +513,6 @@ def overload(
 def _serve(
     cmd: list[str], env: dict[str, str], work: Path, name: str, ready: str
 ) -> subprocess.Popen[bytes]:
-    from tests.helpers import http_status
-
     proc = start_logged(cmd, env, work, work / f"{name}.log")
     wait_until(name, lambda: http_status(ready) == 200, 300, work / f"{name}.log")
     return proc

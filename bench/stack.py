@@ -9,7 +9,8 @@
   the same replay file and params.yaml, in the same run: their ratio;
 * the stack's peak memory (sum over its containers, `docker stats` every ~2 s).
 
-Uses the stand-ins of tests/stack for the upstream images no registry here serves.
+Drives the stack with testbed.stack, on the stand-ins of tests/stack for the upstream images
+no registry here serves.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import free_port
-from tests.stack import engine as docker
-from tests.stack.harness import launch
+from testbed.servers import free_port
+from testbed.stack import engine as docker
+from testbed.stack.harness import launch
 
 from bench.run import BIN, DATA, REPO, _cycle, _project
 

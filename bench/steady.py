@@ -29,15 +29,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import (  # noqa: E402
+from testbed.champion import labelled_rows, train_small_model  # noqa: E402
+from testbed.servers import (  # noqa: E402
     api_command,
     free_port,
     http_status,
-    labelled_rows,
     start_logged,
     start_mlflow_server,
     stop_group,
-    train_small_model,
     wait_until,
 )
 

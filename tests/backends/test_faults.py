@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
+from testbed.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 from raincast import catalog, schema
 from raincast.data import store
@@ -48,7 +49,6 @@ from tests.helpers import (
     train_small_model,
     waiting_advisory_locks,
 )
-from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 pytestmark = pytest.mark.slow
 

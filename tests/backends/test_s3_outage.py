@@ -15,6 +15,7 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from testbed.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 from raincast.data import store
 from raincast.models.registry import alias_version, model_uri
@@ -23,7 +24,6 @@ from raincast.settings import Settings
 from tests.backends.conftest import DVC, LAST, Stack, make_project, run_raincast
 from tests.backends.tcp_proxy import TcpProxy
 from tests.helpers import train_small_model
-from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from testbed.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 from raincast import schema
 from raincast.data import store
@@ -22,7 +23,6 @@ from raincast.sources.synthetic import SyntheticSource
 from raincast.steps import fetch as fetch_step
 from tests.backends.conftest import BIN, Postgres, wait_for
 from tests.helpers import race_two_upserts, waiting_advisory_locks
-from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
 DAY = date(2021, 3, 10)

@@ -9,6 +9,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from testbed.params_file import train_params
 
 from raincast import schema
 from raincast.data import store
@@ -16,7 +17,6 @@ from raincast.features import FeatureError, label_vector
 from raincast.models.metrics import classification_metrics
 from raincast.models.train import FittedModel, best_f1_threshold, fit, predict_proba
 from raincast.sources.synthetic import SyntheticSource
-from tests.params_file import train_params
 
 STATIONS = (
     "Adelaide", "AliceSprings", "Brisbane", "Cairns", "Canberra",

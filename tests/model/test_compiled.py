@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from testbed.params_file import train_params
 
 from raincast import schema
 from raincast.features import build_features, build_matrix, label_vector
 from raincast.models.train import fit
 from raincast.serving import compiled as comp
 from tests.helpers import labelled_rows
-from tests.params_file import train_params
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "weatherAUS.csv.gz"
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from tests.helpers import free_port
-from tests.stack import engine as docker
-from tests.stack.harness import Airflow, Api, launch
+from testbed.servers import free_port
+from testbed.stack import engine as docker
+from testbed.stack.harness import Airflow, Api, launch
 
 REPO = docker.REPO
 DATA = REPO.parent / "shared" / "data"

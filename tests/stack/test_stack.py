@@ -17,10 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-from tests.observability.promql import dashboard_exprs
-from tests.stack.conftest import DATA, Stack
-from tests.stack.engine import REPO, project_images
-from tests.stack.harness import (
+from testbed.stack.engine import REPO, project_images
+from testbed.stack.harness import (
     bring_up,
     prometheus,
     psql,
@@ -29,6 +27,8 @@ from tests.stack.harness import (
     wait_for,
     wait_healthy,
 )
+from tests.observability.promql import dashboard_exprs
+from tests.stack.conftest import DATA, Stack
 
 # The first test also pays for the session fixture: cold image builds and `up` (5-11 min on
 # 2 cores, more when the host is shared); each wait inside has its own, shorter bound.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from testbed.params_file import LIBRARY_DEFAULTS, write_params
 from typer.testing import CliRunner
 
 from raincast import schema
@@ -17,7 +18,6 @@ from raincast.cli import app
 from raincast.data.validation import validate_batch
 from raincast.sources import SourceFileError
 from raincast.sources.csvfile import CsvSource
-from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 N_REAL = 200  # the first rows of the Kaggle file: Albury, 2008-12-01 onwards
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from testbed.params_file import LIBRARY_DEFAULTS, write_params
 
 from raincast.pipeline.dvc_locks import drop_stale_own_pid_locks
-from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 DVC = str(Path(sys.executable).parent / "dvc")
 RAINCAST = str(Path(sys.executable).parent / "raincast")

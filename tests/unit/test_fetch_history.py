@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+from testbed.params_file import LIBRARY_DEFAULTS, write_params
 from typer.testing import CliRunner
 
 from raincast import catalog
@@ -14,7 +15,6 @@ from raincast.cli import app
 from raincast.data import store
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
-from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 STATIONS = ["Darwin", "Perth", "Sydney"]
 FIRST, LAST = date(2021, 1, 1), date(2021, 3, 31)

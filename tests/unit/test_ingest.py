@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from testbed.params_file import LIBRARY_DEFAULTS, merged, small_model_params, write_params
 
 from raincast import catalog, schema
 from raincast.data import store
@@ -24,7 +25,6 @@ from raincast.sources import SourceUnavailableError
 from raincast.sources.synthetic import SyntheticSource
 from raincast.steps import fetch as fetch_step
 from raincast.steps import validate as validate_step
-from tests.params_file import LIBRARY_DEFAULTS, merged, small_model_params, write_params
 
 DAY = date(2021, 3, 10)
 STATIONS = ("Darwin", "Perth", "Sydney", "Hobart")

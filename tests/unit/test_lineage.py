@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 from mlflow import MlflowClient
+from testbed.params_file import train_params
 
 from raincast import catalog, schema
 from raincast.data import store
@@ -13,7 +14,6 @@ from raincast.params import Params, SplitParams
 from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
 from raincast.steps import split, train
-from tests.params_file import train_params
 
 STATIONS = ("Sydney", "Perth", "Darwin")
 

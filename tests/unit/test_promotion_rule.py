@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 from pydantic import ValidationError
+from testbed.params_file import REPO_PARAMS, project_params, write_params
 
 from raincast.models.registry import CHALLENGER, CHAMPION, Scores, decide_promotion, resolve_stage
 from raincast.params import MissingParamsError, Params, PromoteParams, load_params, missing_keys
-from tests.params_file import REPO_PARAMS, project_params, write_params
 
 RULE = PromoteParams(f1_margin=0.002, auc_tolerance=0.005, leakage_auc=0.985)
 CHAMP = Scores(version="1", f1=0.600, roc_auc=0.880, threshold=0.4)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from sklearn import metrics as skm
+from testbed.params_file import LIBRARY_DEFAULTS, write_params
 from typer.testing import CliRunner
 
 from raincast import catalog, schema
@@ -27,7 +28,6 @@ from raincast.steps import process
 from raincast.steps import score as score_step
 from raincast.steps import validate as validate_step
 from tests.helpers import train_on_split
-from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 STATIONS = ("Sydney", "Perth", "Darwin", "Hobart")
 FIRST, LAST = date(2015, 1, 1), date(2017, 6, 25)

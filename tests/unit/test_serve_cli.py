@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+from testbed.params_file import LIBRARY_DEFAULTS, write_params
 from typer.testing import CliRunner
 
 from raincast import cli
 from raincast.cli import stack
-from tests.params_file import LIBRARY_DEFAULTS, write_params
 
 runner = CliRunner()
 

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 import pytest
+from testbed.params_file import train_params
 
 from raincast import schema
 from raincast.data import store
@@ -13,7 +14,6 @@ from raincast.models.train import fit
 from raincast.params import SplitParams
 from raincast.steps.split import split_by_time
 from tests.conftest import RawRows
-from tests.params_file import train_params
 
 FIRST, LAST = date(2017, 1, 1), date(2019, 12, 31)
 

@@ -1,7 +1,7 @@
-"""Clients the stack test drives the deployment with, all through the published nginx port
-on 127.0.0.1 (Airflow's REST API, the prediction API, MLflow's REST API), plus a few reads
-inside the containers (psql, the S3 stand-in, Prometheus) the way an operator would use
-`docker compose exec`."""
+"""Clients the stack test (and bench/stack.py) drive the deployment with, all through the
+published nginx port on 127.0.0.1 (Airflow's REST API, the prediction API, MLflow's REST
+API), plus a few reads inside the containers (psql, the S3 stand-in, Prometheus) the way an
+operator would use `docker compose exec`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
-from tests.stack.engine import Compose
+
+from testbed.stack.engine import Compose
 
 SYDNEY = ZoneInfo("Australia/Sydney")
 DONE = {"success", "failed"}
