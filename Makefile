@@ -64,7 +64,7 @@ test: install system-deps ## Run the whole test suite
 	$(UV) run --locked pytest
 
 test-stack: install stack-deps ## The compose stack in containers: build, up, daily loop, faults, teardown
-	RAINCAST_STACK_TESTS=1 $(UV) run --locked pytest tests/stack -p no:cacheprovider -o timeout=3600
+	RAINCAST_STACK_TESTS=1 $(UV) run --locked pytest tests/e2e/stack -p no:cacheprovider -o timeout=3600
 
 test-fast: install ## Unit tests only
 	$(UV) run --locked pytest tests/unit tests/data tests/model -q

@@ -9,7 +9,7 @@
   the same replay file and params.yaml, in the same run: their ratio;
 * the stack's peak memory (sum over its containers, `docker stats` every ~2 s).
 
-Drives the stack with testbed.stack, on the stand-ins of tests/stack for the upstream images
+Drives the stack with testbed.stack, on the stand-ins of tests/e2e/stack for the upstream images
 no registry here serves.
 """
 

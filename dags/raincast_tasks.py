@@ -29,7 +29,7 @@ from airflow.sdk import BaseOperator
 
 log = logging.getLogger("raincast.dags")
 
-#: Tags a raincast DAG may carry (checked by tests/airflow).
+#: Tags a raincast DAG may carry (checked by tests/dags).
 APPROVED_TAGS = frozenset({"raincast", "data", "training", "prediction", "monitoring"})
 OWNER = "raincast"
 #: Timezone of the schedules: the stations' observation days follow Australian local time.

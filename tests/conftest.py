@@ -15,8 +15,8 @@ from raincast.sources.synthetic import SyntheticSource
 
 STATIONS: tuple[str, ...] = ("Darwin", "Perth", "Sydney")
 
-#: The container stack (tests/stack) runs only under `make test-stack`, which sets this.
-collect_ignore = [] if os.environ.get("RAINCAST_STACK_TESTS") == "1" else ["stack"]
+#: The container stack (tests/e2e/stack) runs only under `make test-stack`, which sets this.
+collect_ignore = [] if os.environ.get("RAINCAST_STACK_TESTS") == "1" else ["e2e/stack"]
 
 RawRows = Callable[..., pd.DataFrame]
 

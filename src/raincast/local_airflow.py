@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 ADMIN_USER = "admin"
 #: The DAGs' module of shared constants. Its ``DVC_POOL`` is the pool's one definition: the
-#: DAGs never import raincast (tests/airflow), so this side reads it from there.
+#: DAGs never import raincast (tests/dags), so this side reads it from there.
 DAG_CONSTANTS = "raincast_tasks.py"
 
 

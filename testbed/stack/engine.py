@@ -28,14 +28,14 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# The stand-ins are the stack test's fixtures (tests/stack); bench/stack.py builds the same.
-STANDINS = REPO / "tests" / "stack" / "standins"
-OVERRIDE = REPO / "tests" / "stack" / "compose.standins.yml"
+# The stand-ins are the stack test's fixtures (tests/e2e/stack); bench/stack.py builds the same.
+STANDINS = REPO / "deploy" / "standins"
+OVERRIDE = REPO / "deploy" / "compose.standins.yml"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
 BASE_IMAGE = "raincast-standin/debian:bookworm"
 STANDIN_TAG = "test"
-#: Stand-in build targets (tests/stack/standins/Dockerfile); `python` is the project base.
+#: Stand-in build targets (deploy/standins/Dockerfile); `python` is the project base.
 STANDIN_TARGETS = (
     "python",
     "postgres",

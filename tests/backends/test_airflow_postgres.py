@@ -20,9 +20,9 @@ from mlflow import MlflowClient
 from raincast import local_airflow
 from raincast.data import store
 from raincast.models.registry import alias_version
-from tests.airflow.conftest import FIRST, LAST, airflow_env, make_project, run
 from tests.backends.conftest import BIN, Stack
 from tests.backends.tcp_proxy import TcpProxy
+from tests.dags.conftest import FIRST, LAST, airflow_env, make_project, run
 from tests.helpers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

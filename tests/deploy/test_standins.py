@@ -1,4 +1,4 @@
-"""The stack test's own stand-ins (tests/stack/standins), run outside Docker: the S3 server's
+"""The stack test's own stand-ins (deploy/standins), run outside Docker: the S3 server's
 persistence across a kill, the statsd_exporter replacement's mapping, the nginx 1.22 config
 variant. `make test-stack` runs them inside the compose stack; these pin their behaviour."""
 
@@ -13,13 +13,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from testbed.stack.engine import nginx_conf_for_debian
 
 from tests.helpers import free_port, wait_until
 from tests.observability.promql import dashboard_exprs, metric_names
-from tests.stack.engine import nginx_conf_for_debian
 
 REPO = Path(__file__).resolve().parents[2]
-STANDINS = REPO / "tests" / "stack" / "standins"
+STANDINS = REPO / "deploy" / "standins"
 
 
 def _module(name: str, path: Path) -> ModuleType:

@@ -5,8 +5,6 @@ for sends the cycle down the full promote + replay path."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -128,12 +126,3 @@ def test_anything_the_store_cannot_vouch_for_runs_the_full_path(
         windows = "7" if case == "replay with other windows" else "7,30"
         _replayed(engine, version, last or date(2020, 3, 1), windows)
     assert settled_in_store(settings, CFG, engine) is None
-
-
-def test_the_no_op_check_imports_neither_mlflow_nor_scikit_learn() -> None:
-    code = (
-        "import sys, raincast.pipeline.cycle\n"
-        "print(sorted(m for m in ('mlflow', 'sklearn') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -36,8 +36,7 @@ from tests.helpers import (
     start_mlflow_server,
     wait_until,
 )
-
-from .conftest import BIN, PASSWORD, STATIONS, Api, base_env, start, stop
+from tests.serving.conftest import BIN, PASSWORD, STATIONS, Api, base_env, start, stop
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page

@@ -1,5 +1,5 @@
 """The production deployment, running: docker compose (docker-compose.yml + stand-ins for
-upstream images, tests/stack/compose.standins.yml) driven through nginx on 127.0.0.1.
+upstream images, deploy/compose.standins.yml) driven through nginx on 127.0.0.1.
 
 The tests run in file order and share one stack: the bootstrap cycle, the API, health and
 isolation, a second day whose trainer container is killed mid-`dvc repro`, monitoring,
@@ -27,8 +27,8 @@ from testbed.stack.harness import (
     wait_for,
     wait_healthy,
 )
+from tests.e2e.stack.conftest import DATA, Stack
 from tests.observability.promql import dashboard_exprs
-from tests.stack.conftest import DATA, Stack
 
 # The first test also pays for the session fixture: cold image builds and `up` (5-11 min on
 # 2 cores, more when the host is shared); each wait inside has its own, shorter bound.
