@@ -26,9 +26,9 @@ from raincast.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from raincast.pipeline.outcome import PromotionOutcome
     from raincast.pipeline.replay import ReplayReport
     from raincast.settings import Settings
+    from raincast.steps.outcome import PromotionOutcome
 
 app = typer.Typer()
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 from raincast.data import store
 from raincast.params import Params
-from raincast.pipeline.outcome import PromotionOutcome
 from raincast.settings import Settings
 from raincast.sources import Source, SourceUnavailableError, default_date, history_start
 from raincast.steps import fetch as fetch_step
 from raincast.steps import validate as validate_step
+from raincast.steps.outcome import PromotionOutcome
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

@@ -17,8 +17,8 @@ from raincast.models.registry import (
     score_version,
 )
 from raincast.params import PromoteParams
-from raincast.pipeline.outcome import PromotionOutcome
 from raincast.settings import Settings
+from raincast.steps.outcome import PromotionOutcome
 
 log = logging.getLogger(__name__)
 

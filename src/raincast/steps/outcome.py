@@ -1,4 +1,4 @@
-"""What a promotion step ended with, importable without MLflow or scikit-learn (a no-op
+"""What the promote step ended with, importable without MLflow or scikit-learn (a no-op
 `raincast run` reports it from the store alone, see `raincast.pipeline.cycle`)."""
 
 from __future__ import annotations
