@@ -303,8 +303,8 @@ def recover_data(project_dir: Path, md5: str, dest: Path) -> str:
             return where
     detail = f" ({'; '.join(looked)})" if looked else ""
     raise DataUnavailableError(
-        f"neither the DVC cache nor the remote has data {md5}: the remote no longer has "
-        f"the processed data this version was trained on{detail}"
+        f"the remote no longer has data {md5} (nor has the DVC cache): the processed data "
+        f"this version was trained on is gone{detail}"
     )
 
 
