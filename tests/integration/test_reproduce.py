@@ -109,12 +109,12 @@ def test_a_version_reproduces_identically_from_its_lineage(project: Path) -> Non
     assert report.verdict == "identical" and report.ok, report.summary()
     assert report.data_md5 == file_md5(catalog.PROCESSED.at(project))
     assert report.data_from == "cache" and report.params_from == "params.yaml"
-    assert report.code_differences == [
-        "the version was trained outside a git checkout (git_sha 'unknown')"
-    ]
+    unknown, elsewhere = report.code_differences  # this package is not the project's src/
+    assert unknown == "the version was trained outside a git checkout (git_sha 'unknown')"
+    assert elsewhere.startswith("the raincast package that runs is ")
     assert report.windows["test"] == "2017-04-26..2017-06-24"
     assert report.reproduced_metrics == report.registered_metrics
-    assert "IDENTICAL" in report.summary() and "code NOT checked" in report.summary()
+    assert "IDENTICAL" in report.summary() and "code not verified (allowed)" in report.summary()
 
 
 def test_data_gone_from_the_cache_comes_from_the_remote(project: Path) -> None:
@@ -204,6 +204,9 @@ def checkout(tmp_path: Path) -> Path:
 def test_code_check_in_a_git_checkout(checkout: Path) -> None:
     sha = git_sha(checkout)
     assert rp.check_code(checkout, sha, allow_dirty=False) == []
+    assert rp.check_code(checkout, sha, False, package_dir=checkout / "src" / "raincast") == []
+    with pytest.raises(rp.CodeRevisionError, match="the raincast package that runs is /else"):
+        rp.check_code(checkout, sha, False, package_dir=Path("/elsewhere/raincast"))
     (checkout / "src" / "core.py").write_text("X = 2\n")
     with pytest.raises(rp.CodeRevisionError, match=r"uncommitted changes in src/core\.py"):
         rp.check_code(checkout, sha, allow_dirty=False)
