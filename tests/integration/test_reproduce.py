@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from mlflow import MlflowClient
+from testbed.champion import labelled_rows
+from testbed.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 from raincast import catalog
 from raincast.models.tracking import file_md5, git_sha
@@ -22,8 +24,6 @@ from raincast.params import load_params, params_hash
 from raincast.pipeline import reproduce as rp
 from raincast.settings import Settings
 from raincast.steps import process, split, train
-from tests.helpers import labelled_rows
-from tests.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 pytestmark = pytest.mark.slow
 
