@@ -17,8 +17,10 @@ import xgboost as xgb
 from mlflow import MlflowClient
 from testbed.champion import labelled_rows
 from testbed.params_file import LIBRARY_DEFAULTS, merged, write_params
+from typer.testing import CliRunner
 
 from raincast import catalog
+from raincast.cli import app
 from raincast.models.tracking import file_md5, git_sha
 from raincast.params import load_params, params_hash
 from raincast.pipeline import reproduce as rp
@@ -26,6 +28,7 @@ from raincast.settings import Settings
 from raincast.steps import process, split, train
 
 pytestmark = pytest.mark.slow
+runner = CliRunner()
 
 STATIONS = ("Sydney", "Perth", "Darwin")
 #: Small and quick: 40 rounds at most, 60-day test and validation windows.
@@ -115,6 +118,19 @@ def test_a_version_reproduces_identically_from_its_lineage(project: Path) -> Non
     assert report.windows["test"] == "2017-04-26..2017-06-24"
     assert report.reproduced_metrics == report.registered_metrics
     assert "IDENTICAL" in report.summary() and "code not verified (allowed)" in report.summary()
+
+
+def test_the_command_says_identical_or_refuses_in_one_line(project: Path) -> None:
+    env = {"RAINCAST_PROJECT_DIR": str(project), "RAINCAST_HOME": str(project / "var")}
+    refused = runner.invoke(app, ["reproduce", "1"], env=env)
+    assert refused.exit_code == 1
+    (line,) = [ln for ln in refused.output.splitlines() if ln.startswith("error:")]
+    assert "outside a git checkout" in line and "--allow-dirty" in line
+    ok = runner.invoke(app, ["reproduce", "1", "--allow-dirty"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert "IDENTICAL" in ok.output
+    unknown = runner.invoke(app, ["reproduce", "99", "--allow-dirty"], env=env)
+    assert unknown.exit_code == 1 and "99" in unknown.output
 
 
 def test_data_gone_from_the_cache_comes_from_the_remote(project: Path) -> None:

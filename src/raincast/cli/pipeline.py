@@ -20,6 +20,7 @@ from raincast.cli._common import (
     data_errors,
     fail,
     observed,
+    one_line,
     parse_date,
     record,
     setup,
@@ -452,6 +453,38 @@ def replay(run_id: RunIdOpt = None) -> None:
     except (LookupError, ValueError) as err:
         raise fail(str(err)) from err
     _print_replay(rep, "")
+
+
+@app.command(rich_help_panel=REGISTRY)
+def reproduce(
+    version: Annotated[str, typer.Argument(help="Registered version to rebuild.")],
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Go on when the code cannot be shown to be the version's git commit "
+            "(another HEAD, uncommitted changes, no git).",
+        ),
+    ] = False,
+) -> None:
+    """Rebuild a registered version from its lineage (git commit, DVC data, params hash,
+    split windows) and compare it with the registry's booster. Exit 1 on a mismatch or a
+    refusal."""
+    import os
+
+    from raincast.pipeline.reproduce import ReproduceError
+    from raincast.pipeline.reproduce import reproduce as reproduce_version
+
+    # The artifact download's progress bar would interleave with the one-line verdict.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings, _ = setup()
+    try:
+        report = reproduce_version(settings, version, allow_dirty=allow_dirty)
+    except ReproduceError as err:
+        raise fail(one_line(err)) from err
+    if not report.ok:
+        raise fail(report.summary())
+    typer.echo(report.summary())
 
 
 @app.command(rich_help_panel=REGISTRY)
