@@ -1,6 +1,6 @@
 """Authentication of the prediction API, in four parts:
 
-* `config`: `AuthConfig` (token settings) and the errors;
+* `config`: `AuthConfig` (token settings from the one `Settings`) and the errors;
 * `users`: the user file of argon2id hashes (`UserStore`, `check_user`);
 * `tokens`: short-lived HS256 JWTs (RFC 8725), issued and verified (`VerifiedTokens`);
 * `middleware`: `JWTMiddleware`, the ASGI guard that also serves ``POST /auth/token``,
@@ -20,6 +20,7 @@ from raincast.serving.auth.config import (
     AuthError,
     AuthFailure,
     UserStoreError,
+    users_file,
     users_file_from_env,
 )
 from raincast.serving.auth.middleware import (
@@ -68,6 +69,7 @@ __all__ = [
     "issue_token",
     "route_path",
     "send_json_bytes",
+    "users_file",
     "users_file_from_env",
     "verify_token",
 ]

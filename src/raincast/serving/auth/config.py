@@ -1,12 +1,15 @@
-"""Token settings (`AuthConfig`) and the errors of the authentication package."""
+"""Token settings (`AuthConfig`, validated from the one `Settings`) and the errors of the
+authentication package."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from raincast.settings import Settings
 
 ALGORITHM: Final = "HS256"
 ROLES: Final = ("admin", "user")
@@ -47,10 +50,23 @@ class AuthError(Exception):
         self.reason: AuthFailure = reason
 
 
+def users_file(settings: Settings) -> Path:
+    """``RAINCAST_USERS_FILE`` or ``var/users.json`` (relative to the working directory)."""
+    # An empty variable (compose's ``${RAINCAST_USERS_FILE:-}``) parses as Path("."): the default.
+    return settings.users_file if settings.users_file != Path() else Path(DEFAULT_USERS_FILE)
+
+
 def users_file_from_env(environ: Mapping[str, str] | None = None) -> Path:
-    """``$RAINCAST_USERS_FILE`` or ``var/users.json`` (relative to the working directory)."""
-    env = os.environ if environ is None else environ
-    return Path(env.get("RAINCAST_USERS_FILE") or DEFAULT_USERS_FILE)
+    """`users_file` of a fresh `Settings`, or of the environment ``environ`` a caller is
+    about to start a process with.
+
+    Kept for `raincast.cli` and `raincast.platform` until they pass their `Settings`;
+    prefer `users_file`."""
+    if environ is not None:
+        return Path(environ.get("RAINCAST_USERS_FILE") or DEFAULT_USERS_FILE)
+    from raincast.settings import Settings
+
+    return users_file(Settings())
 
 
 @dataclass(frozen=True)
@@ -80,22 +96,33 @@ class AuthConfig:
             raise AuthConfigError("RAINCAST_JWT_ISSUER and RAINCAST_JWT_AUDIENCE must not be empty")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
-        """Read ``RAINCAST_JWT_*`` and ``RAINCAST_USERS_FILE`` (default: ``os.environ``)."""
-        env = os.environ if environ is None else environ
+    def from_settings(cls, settings: Settings) -> AuthConfig:
+        """The ``jwt_*`` and ``users_file`` settings, checked; `AuthConfigError` names the
+        variable at fault. Empty values mean the defaults."""
         return cls(
-            secret=env.get("RAINCAST_JWT_SECRET", ""),
-            users_file=users_file_from_env(env),
-            ttl_s=_int_env(env, "RAINCAST_JWT_TTL_S", 900),
-            issuer=env.get("RAINCAST_JWT_ISSUER") or "raincast",
-            audience=env.get("RAINCAST_JWT_AUDIENCE") or "raincast-api",
-            leeway_s=_int_env(env, "RAINCAST_JWT_LEEWAY_S", 30),
+            secret=settings.jwt_secret.get_secret_value(),
+            users_file=users_file(settings),
+            ttl_s=_seconds("RAINCAST_JWT_TTL_S", settings.jwt_ttl_s, cls.ttl_s),
+            issuer=settings.jwt_issuer or cls.issuer,
+            audience=settings.jwt_audience or cls.audience,
+            leeway_s=_seconds("RAINCAST_JWT_LEEWAY_S", settings.jwt_leeway_s, cls.leeway_s),
         )
 
+    @classmethod
+    def from_env(cls) -> AuthConfig:
+        """`from_settings` of a fresh `Settings` (environment and ``.env``).
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+        For callers that do not hold a `Settings` yet (``raincast serve``); prefer
+        `from_settings`."""
+        from raincast.settings import Settings
+
+        return cls.from_settings(Settings())
+
+
+def _seconds(name: str, raw: str, default: int) -> int:
+    """A whole number of seconds; kept a string in `Settings` so that a value such as
+    ``15m`` gets this message rather than a generic validation error."""
+    if raw.strip() == "":
         return default
     try:
         return int(raw)

@@ -46,7 +46,7 @@ class JWTMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        config: AuthConfig | None = None,
+        config: AuthConfig,
         users: UserStore | None = None,
         public_paths: Iterable[str] = PUBLIC_PATHS,
         public_prefixes: Iterable[str] = PUBLIC_PREFIXES,
@@ -56,7 +56,7 @@ class JWTMiddleware:
         token_path: str = TOKEN_PATH,
     ) -> None:
         self.app = app
-        self.config = config or AuthConfig.from_env()
+        self.config = config
         self.users = users or UserStore(self.config.users_file)
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
