@@ -2,7 +2,8 @@
 
 Measured under `make bench` load (1-row ``/predict``, c=16, ~1,300 req/s): the worker's
 full (generation 2) collections took 300-460 ms every ~10 s and set the p99. Two causes,
-two fixes, both applied once per worker by `settle_worker` / at import:
+two fixes, both applied once per worker process (`settle_worker` once the service has
+started, `patch_bentoml_timeout` by `raincast.serving.service.create_service`):
 
 * **Start-up heap.** BentoML, FastAPI, pandas, MLflow and XGBoost leave ~1M long-lived
   objects that every full collection walks again. `settle_worker` collects once and then
