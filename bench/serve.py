@@ -242,8 +242,9 @@ def in_process(settings: Any, work: Path) -> tuple[dict[str, Any], list[dict[str
 
     test = pd.read_parquet(work / "data" / "split" / "test.parquet")
     rows = _records(test)
-    os.environ["RAINCAST_API_MODEL_CACHE"] = str(work / "var" / "bench-compiled")
-    holder = ModelHolder(settings)
+    holder = ModelHolder(
+        settings.model_copy(update={"api_model_cache": work / "var" / "bench-compiled"})
+    )
     holder.refresh()
     model = holder.current
     assert model is not None
@@ -622,8 +623,7 @@ def toy_extra(env: dict[str, str]) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="raincast-bench-toy-"))
     settings = Settings(project_dir=work, home=work / "var")
     version = train_small_model(settings, STATIONS, n_estimators=200)
-    os.environ["RAINCAST_API_MODEL_CACHE"] = str(work / "compiled")
-    holder = ModelHolder(settings)
+    holder = ModelHolder(settings.model_copy(update={"api_model_cache": work / "compiled"}))
     holder.refresh()
     holder.wait_compiled(600)
     model = holder.current

@@ -219,9 +219,9 @@ def up(settings: Settings, ports: Ports, timeout_s: float = 300) -> dict[str, st
     text, skipped = procfile(settings, ports)
     if "pushgateway" not in skipped:
         env["RAINCAST_PUSHGATEWAY_URL"] = f"http://127.0.0.1:{ports.pushgateway}"
-    from raincast.serving.auth import UserStore, users_file_from_env
+    from raincast.serving.auth import UserStore, users_file
 
-    users = UserStore(users_file_from_env(env))
+    users = UserStore(users_file(settings))
     if API_ADMIN not in {u.name for u in users.list()}:
         users.add(API_ADMIN, values["RAINCAST_API_ADMIN_PASSWORD"], "admin")
     state = settings.state_dir

@@ -23,7 +23,13 @@ class Settings(BaseSettings):
     project directory, MLflow on a SQLite file, no server to start by hand.
     """
 
-    model_config = SettingsConfigDict(env_prefix="RAINCAST_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RAINCAST_",
+        env_file=".env",
+        extra="ignore",
+        # An empty variable (compose's ``${VAR:-}``) means "not set": the default applies.
+        env_ignore_empty=True,
+    )
 
     project_dir: Path = Field(
         default_factory=Path.cwd, description="Folder with dvc.yaml and params.yaml."

@@ -193,9 +193,10 @@ def _holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
     from raincast.settings import Settings
     from tests.helpers import train_small_model
 
-    settings = Settings(project_dir=tmp_path, home=tmp_path / "var")
+    settings = Settings(
+        project_dir=tmp_path, home=tmp_path / "var", api_model_cache=tmp_path / "compiled"
+    )
     train_small_model(settings, ("Sydney", "Perth"), n_estimators=20)
-    monkeypatch.setenv("RAINCAST_API_MODEL_CACHE", str(tmp_path / "compiled"))
     return settings, ModelHolder(settings)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from raincast.serving import answers, schemas
 
@@ -143,11 +144,8 @@ def test_bounded_errors_cut_long_names_and_messages() -> None:
     assert len(out[0]["msg"]) <= answers.ERROR_TEXT_CHARS + 3 and "input" not in out[0]
 
 
-def test_body_limits_follow_the_row_limits_and_an_optional_cap(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("RAINCAST_API_MAX_BODY_BYTES", raising=False)
-    limits = schemas.body_limits()
+def test_body_limits_follow_the_row_limits_and_an_optional_cap() -> None:
+    limits = schemas.body_limits(schemas.MAX_ROWS, schemas.MAX_BATCH_ROWS)
     assert limits["/predict"] == schemas.BASE_BODY_BYTES + schemas.MAX_ROWS * schemas.ROW_BODY_BYTES
     assert limits["/predict"] < 4 * 1024 * 1024  # 1,000 rows: far below the old 32 MB
     assert limits["/predict_batch"] > limits["/predict"]
@@ -159,5 +157,26 @@ def test_body_limits_follow_the_row_limits_and_an_optional_cap(
         len(orjson.dumps({"rows": [row] * schemas.MAX_ROWS}, option=orjson.OPT_INDENT_2))
         < (limits["/predict"])
     )
-    monkeypatch.setenv("RAINCAST_API_MAX_BODY_BYTES", "1000")
-    assert set(schemas.body_limits().values()) == {1000}
+    assert schemas.body_limits(50, 100)["/predict"] < limits["/predict"]
+    capped = schemas.body_limits(schemas.MAX_ROWS, schemas.MAX_BATCH_ROWS, cap=1000)
+    assert set(capped.values()) == {1000}
+
+
+def test_a_configured_row_limit_is_enforced_on_both_paths() -> None:
+    model: Any = StubModel()
+    rows = [ROW] * 3
+    assert answers.answer_predict(model, _body({"rows": rows}), max_rows=3)[0] == 200
+    detail = _detail(answers.answer_predict(model, _body({"rows": rows}), max_rows=2))
+    assert detail == [
+        {"loc": ["body", "rows"], "msg": "between 1 and 2 rows required", "type": "too_long"}
+    ]
+    # The request model FastAPI's route uses has the same limit (and the same name).
+    request_model = schemas.predict_request_model(2)
+    assert request_model.__name__ == "PredictRequest"
+    with pytest.raises(ValidationError):
+        request_model.model_validate({"rows": rows})
+    assert schemas.predict_request_model(schemas.MAX_ROWS) is schemas.PredictRequest
+    cols = {"Date": ["2021-01-01"] * 3, "Location": ["Sydney"] * 3}
+    assert answers.answer_batch(model, _body({"columns": cols}), max_rows=3)[0] == 200
+    detail = _detail(answers.answer_batch(model, _body({"columns": cols}), max_rows=2))
+    assert detail[0]["msg"] == "between 1 and 2 rows required"

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import stat
 import time
@@ -38,6 +39,7 @@ from raincast.serving.auth import (
     issue_token,
     verify_token,
 )
+from raincast.settings import Settings
 
 SECRET = secrets.token_urlsafe(48)
 GENERIC = {"detail": "invalid or missing token"}
@@ -162,8 +164,21 @@ def _rsa_pair() -> tuple[Any, bytes]:
 # --- config ---------------------------------------------------------------------------------
 
 
-def test_config_from_env_defaults() -> None:
-    cfg = AuthConfig.from_env({"RAINCAST_JWT_SECRET": SECRET})
+def _settings(**values: Any) -> Settings:
+    """Settings from ``values`` alone: no ``.env`` file, no RAINCAST_* of the caller's shell
+    (the `clean_env` fixture)."""
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in [k for k in os.environ if k.startswith("RAINCAST_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_config_from_settings_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    cfg = AuthConfig.from_settings(_settings(jwt_secret=SECRET))
     assert (cfg.ttl_s, cfg.issuer, cfg.audience, cfg.leeway_s) == (
         900,
         "raincast",
@@ -174,16 +189,16 @@ def test_config_from_env_defaults() -> None:
     assert SECRET not in repr(cfg)
 
 
-def test_config_from_env_overrides(tmp_path: Path) -> None:
-    cfg = AuthConfig.from_env(
-        {
-            "RAINCAST_JWT_SECRET": SECRET,
-            "RAINCAST_USERS_FILE": str(tmp_path / "u.json"),
-            "RAINCAST_JWT_TTL_S": "60",
-            "RAINCAST_JWT_ISSUER": "me",
-            "RAINCAST_JWT_AUDIENCE": "you",
-            "RAINCAST_JWT_LEEWAY_S": "0",
-        }
+def test_config_from_settings_overrides(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = AuthConfig.from_settings(
+        _settings(
+            jwt_secret=SECRET,
+            users_file=tmp_path / "u.json",
+            jwt_ttl_s="60",
+            jwt_issuer="me",
+            jwt_audience="you",
+            jwt_leeway_s="0",
+        )
     )
     assert (cfg.users_file, cfg.ttl_s, cfg.issuer, cfg.audience, cfg.leeway_s) == (
         tmp_path / "u.json",
@@ -194,12 +209,49 @@ def test_config_from_env_overrides(tmp_path: Path) -> None:
     )
 
 
+def test_config_reads_the_raincast_variables(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The variable names operators set (compose, .env.example) reach the config."""
+    for name, value in {
+        "RAINCAST_JWT_SECRET": SECRET,
+        "RAINCAST_USERS_FILE": str(tmp_path / "env-users.json"),
+        "RAINCAST_JWT_TTL_S": "120",
+        "RAINCAST_JWT_ISSUER": "me",
+        "RAINCAST_JWT_AUDIENCE": "you",
+        "RAINCAST_JWT_LEEWAY_S": "5",
+    }.items():
+        clean_env.setenv(name, value)
+    cfg = AuthConfig.from_settings(_settings())
+    assert (cfg.secret, cfg.users_file, cfg.ttl_s, cfg.issuer, cfg.audience, cfg.leeway_s) == (
+        SECRET,
+        tmp_path / "env-users.json",
+        120,
+        "me",
+        "you",
+        5,
+    )
+    assert AuthConfig.from_settings(Settings()) == cfg  # what `raincast serve` checks
+
+
+def test_empty_variables_mean_the_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    """As compose passes an unset ``${VAR:-}``."""
+    for name in ("USERS_FILE", "JWT_TTL_S", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_LEEWAY_S"):
+        clean_env.setenv(f"RAINCAST_{name}", "")
+    cfg = AuthConfig.from_settings(_settings(jwt_secret=SECRET))
+    assert (cfg.users_file, cfg.ttl_s, cfg.issuer, cfg.audience, cfg.leeway_s) == (
+        Path("var/users.json"),
+        900,
+        "raincast",
+        "raincast-api",
+        30,
+    )
+
+
 @pytest.mark.parametrize("secret", ["", "short-secret", "é" * 15])
-def test_weak_or_missing_secret_is_refused(secret: str) -> None:
-    env = {"RAINCAST_JWT_SECRET": secret} if secret else {}
+def test_weak_or_missing_secret_is_refused(clean_env: pytest.MonkeyPatch, secret: str) -> None:
     with pytest.raises(AuthConfigError, match=r"secrets\.token_urlsafe") as info:
-        AuthConfig.from_env(env)
+        AuthConfig.from_settings(_settings(jwt_secret=secret))
     assert secret == "" or secret not in str(info.value)
+    assert "RAINCAST_JWT_SECRET" in str(info.value)
 
 
 def test_secret_length_counts_utf8_bytes() -> None:
@@ -214,22 +266,26 @@ def test_secret_length_counts_utf8_bytes() -> None:
         ("RAINCAST_JWT_TTL_S", "15m"),
         ("RAINCAST_JWT_LEEWAY_S", "61"),
         ("RAINCAST_JWT_LEEWAY_S", "-1"),
+        ("RAINCAST_JWT_LEEWAY_S", "half a minute"),
     ],
 )
-def test_out_of_range_durations_are_refused(name: str, value: str) -> None:
+def test_out_of_range_durations_are_refused(
+    clean_env: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    clean_env.setenv(name, value)
     with pytest.raises(AuthConfigError, match=name):
-        AuthConfig.from_env({"RAINCAST_JWT_SECRET": SECRET, name: value})
+        AuthConfig.from_settings(_settings(jwt_secret=SECRET))
 
 
-def test_middleware_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("RAINCAST_JWT_SECRET", raising=False)
-    with pytest.raises(AuthConfigError):
-        JWTMiddleware(_app())
-    monkeypatch.setenv("RAINCAST_JWT_SECRET", SECRET)
-    monkeypatch.setenv("RAINCAST_USERS_FILE", str(tmp_path / "env-users.json"))
-    mw = JWTMiddleware(_app())
-    assert mw.users.path == tmp_path / "env-users.json"
-    assert mw.config.secret == SECRET
+def test_middleware_guards_with_its_config_and_users_file(config: AuthConfig) -> None:
+    mw = JWTMiddleware(_app(), config)
+    assert mw.users.path == config.users_file
+    with TestClient(mw) as c:
+        assert c.get("/predict").status_code == 401
+        assert (
+            c.post("/auth/token", json={"username": "alice", "password": ALICE_PW}).status_code
+            == 401
+        )
 
 
 # --- tokens ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import bentoml
 import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
@@ -101,6 +102,21 @@ def test_patch_is_skipped_with_a_warning_when_bentoml_changed(
         assert runtime.patch_bentoml_timeout() is False
     assert TimeoutMiddleware.__call__ is original
     assert "request timers stay uncancelled" in caplog.text
+
+
+def test_patch_was_copied_from_the_installed_bentoml() -> None:
+    """uv.lock and the copy move together: a BentoML upgrade fails here first."""
+    assert bentoml.__version__ == runtime.PATCHED_BENTOML_VERSION
+
+
+def test_patch_refuses_another_bentoml_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = TimeoutMiddleware.__call__
+    monkeypatch.setattr(bentoml, "__version__", "1.4.40")
+    with pytest.raises(runtime.BentoMLVersionError) as info:
+        runtime.patch_bentoml_timeout()
+    assert "bentoml 1.4.40 is installed" in str(info.value)
+    assert f"copy from bentoml {runtime.PATCHED_BENTOML_VERSION}" in str(info.value)
+    assert TimeoutMiddleware.__call__ is original  # nothing was patched
 
 
 def test_settle_worker_freezes_the_start_up_heap() -> None:

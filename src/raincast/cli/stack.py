@@ -27,7 +27,7 @@ def serve(
 
     settings, _ = setup()
     try:
-        AuthConfig.from_env()  # refuse to start without a strong secret, before BentoML
+        AuthConfig.from_settings(settings)  # refuse a missing or weak secret before BentoML
     except AuthConfigError as err:
         raise fail(str(err)) from err
     # `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir as it starts: a second

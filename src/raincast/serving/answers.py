@@ -25,7 +25,14 @@ from pydantic import ValidationError
 
 from raincast.features import build_matrix_columns
 from raincast.serving import metrics
-from raincast.serving.schemas import MAX_ROWS, InputError, PredictRequest, validate_columns
+from raincast.serving.schemas import (
+    MAX_BATCH_ROWS,
+    MAX_ROWS,
+    InputError,
+    PredictRequest,
+    predict_request_model,
+    validate_columns,
+)
 
 if TYPE_CHECKING:
     from raincast.serving.model import LoadedModel
@@ -95,18 +102,19 @@ def _parse_object(body: bytes, expected: str) -> dict[str, Any] | Answer:
     return doc
 
 
-def parse_predict(body: bytes) -> PredictRequest | Answer:
-    """A validated `/predict` request, or the 422 (shape first, then the rows)."""
+def parse_predict(body: bytes, max_rows: int = MAX_ROWS) -> PredictRequest | Answer:
+    """A validated `/predict` request of at most ``max_rows`` rows, or the 422 (shape
+    first, then the rows)."""
     doc = _parse_object(body, '{"rows": [...]}')
     if isinstance(doc, tuple):
         return doc
     rows = doc.get("rows")
     if not isinstance(rows, list):
         return _refuse(["body", "rows"], "Input should be a valid list", "list_type")
-    if not 1 <= len(rows) <= MAX_ROWS:
-        return _refuse(["body", "rows"], f"between 1 and {MAX_ROWS} rows required", "too_long")
+    if not 1 <= len(rows) <= max_rows:
+        return _refuse(["body", "rows"], f"between 1 and {max_rows} rows required", "too_long")
     try:
-        return PredictRequest.model_validate(doc)
+        return predict_request_model(max_rows).model_validate(doc)
     except ValidationError as err:
         return error_answer(err.errors(include_url=False, include_input=False), ("body",))
 
@@ -129,9 +137,9 @@ def predictions(model: LoadedModel, request: PredictRequest) -> dict[str, Any]:
     }
 
 
-def answer_predict(model: LoadedModel | None, body: bytes) -> Answer:
+def answer_predict(model: LoadedModel | None, body: bytes, max_rows: int = MAX_ROWS) -> Answer:
     """`/predict`: 200 with one prediction per row, 422 or 503."""
-    request = parse_predict(body)
+    request = parse_predict(body, max_rows)
     if isinstance(request, tuple):
         return request
     if model is None:
@@ -139,10 +147,13 @@ def answer_predict(model: LoadedModel | None, body: bytes) -> Answer:
     return 200, orjson.dumps(predictions(model, request))
 
 
-def batch_answer(model: LoadedModel, columns: dict[str, list[Any]]) -> Answer:
-    """(status, JSON body) of a columnar batch: 422 naming column and row, or the scores."""
+def batch_answer(
+    model: LoadedModel, columns: dict[str, list[Any]], max_rows: int = MAX_BATCH_ROWS
+) -> Answer:
+    """(status, JSON body) of a columnar batch of at most ``max_rows`` rows: 422 naming
+    column and row, or the scores."""
     try:
-        matrix = build_matrix_columns(validate_columns(columns))
+        matrix = build_matrix_columns(validate_columns(columns, max_rows))
     except InputError as err:
         return error_answer(err.errors)
     proba = model.predict_matrix(matrix)
@@ -161,7 +172,7 @@ def batch_answer(model: LoadedModel, columns: dict[str, list[Any]]) -> Answer:
     )
 
 
-def answer_batch(model: LoadedModel | None, body: bytes) -> Answer:
+def answer_batch(model: LoadedModel | None, body: bytes, max_rows: int = MAX_BATCH_ROWS) -> Answer:
     """`/predict_batch`: 200 with the columnar scores, 422 or 503."""
     doc = _parse_object(body, '{"columns": {...}}')
     if isinstance(doc, tuple):
@@ -186,4 +197,4 @@ def answer_batch(model: LoadedModel | None, body: bytes) -> Answer:
         return error_answer([first, *not_lists], ("body", "columns"))
     if model is None:
         return NO_MODEL
-    return batch_answer(model, columns)
+    return batch_answer(model, columns, max_rows)

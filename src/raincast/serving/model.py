@@ -114,17 +114,14 @@ class LoadedModel:
         }
 
 
-def compile_enabled() -> bool:
-    """``RAINCAST_API_COMPILE`` (default on): compile the champion's trees for serving."""
-    return os.environ.get("RAINCAST_API_COMPILE", "true").lower() not in ("0", "false", "no")
-
-
 def compiled_cache_dir(settings: Settings) -> Path:
-    """``RAINCAST_API_MODEL_CACHE``, else ``<home>/compiled-models``, else a temp folder
+    """``settings.api_model_cache``, else ``<home>/compiled-models``, else a temp folder
     when the home is read-only (a container's)."""
-    configured = os.environ.get("RAINCAST_API_MODEL_CACHE")
+    configured = settings.api_model_cache
+    if configured == Path():  # an empty RAINCAST_API_MODEL_CACHE: not configured
+        configured = None
     for candidate in (
-        Path(configured) if configured else settings.state_dir / "compiled-models",
+        configured or settings.state_dir / "compiled-models",
         Path(tempfile.gettempdir()) / "raincast-compiled-models",
     ):
         try:
@@ -146,7 +143,7 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.reloads = 0
-        self.compile = compile_enabled()
+        self.compile = settings.api_compile
 
     def refresh(self, force: bool = False) -> str:
         """Load the champion if it changed (or ``force``). Returns what happened."""

@@ -2,7 +2,8 @@
 
 Measured under `make bench` load (1-row ``/predict``, c=16, ~1,300 req/s): the worker's
 full (generation 2) collections took 300-460 ms every ~10 s and set the p99. Two causes,
-two fixes, both applied once per worker by `settle_worker` / at import:
+two fixes, both applied once per worker process (`settle_worker` once the service has
+started, `patch_bentoml_timeout` by `raincast.serving.service.create_service`):
 
 * **Start-up heap.** BentoML, FastAPI, pandas, MLflow and XGBoost leave ~1M long-lived
   objects that every full collection walks again. `settle_worker` collects once and then
@@ -14,8 +15,11 @@ two fixes, both applied once per worker by `settle_worker` / at import:
   alive for the full timeout (60 s here, ~80k requests' worth at this rate), and they all
   reach the oldest generation. `patch_bentoml_timeout` gives the middleware the same
   behaviour with the timer cancelled when the request ends (a cancelled handle drops its
-  references at once). Worth reporting upstream; when the private class is not where it
-  is expected the patch is skipped with a warning and nothing else changes.
+  references at once). Worth reporting upstream. The copy is tied to one BentoML release
+  (`PATCHED_BENTOML_VERSION`): on any other the patch refuses (`BentoMLVersionError`,
+  so the API does not start) until the copy has been compared with that release's
+  middleware; if the private class is not where it is expected on that release, the patch
+  is skipped with a warning and nothing else changes.
 """
 
 from __future__ import annotations
@@ -23,9 +27,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from typing import Any
+from typing import Any, Final
 
 log = logging.getLogger("raincast.serving")
+
+#: The BentoML release whose ``TimeoutMiddleware.__call__`` `_timeout_call` was copied from.
+PATCHED_BENTOML_VERSION: Final = "1.4.39"
+
+
+class BentoMLVersionError(RuntimeError):
+    """The installed BentoML is not the release the timeout patch was copied from."""
 
 
 def settle_worker() -> None:
@@ -70,7 +81,21 @@ async def _timeout_call(self: Any, scope: Any, receive: Any, send: Any) -> None:
 
 def patch_bentoml_timeout() -> bool:
     """Install `_timeout_call` on BentoML's TimeoutMiddleware; False (and a warning) when
-    the class is not the one this was written against."""
+    the class is not the one this was written against.
+
+    Raises `BentoMLVersionError` when the installed BentoML is not
+    `PATCHED_BENTOML_VERSION`: a copied private method must be re-checked, not trusted."""
+    import bentoml
+
+    installed = str(bentoml.__version__)
+    if installed != PATCHED_BENTOML_VERSION:
+        raise BentoMLVersionError(
+            f"raincast.serving.runtime.patch_bentoml_timeout replaces BentoML's "
+            f"TimeoutMiddleware.__call__ with a copy from bentoml {PATCHED_BENTOML_VERSION}, "
+            f"but bentoml {installed} is installed: compare `_timeout_call` with that "
+            f"release's TimeoutMiddleware, then update PATCHED_BENTOML_VERSION (or drop the "
+            f"patch if the release cancels its timer itself)"
+        )
     try:
         from bentoml._internal.server.http.traffic import TimeoutMiddleware
     except ImportError:

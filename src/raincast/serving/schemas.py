@@ -7,19 +7,21 @@ absent), and every violation becomes a 422 naming the field path.
 
 from __future__ import annotations
 
-import os
 from datetime import date
-from typing import Any, Literal
+from functools import cache
+from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from raincast import schema
+from raincast.settings import Settings
 
-#: Rows per `/predict` request and per `/predict_batch` request.
-MAX_ROWS = int(os.environ.get("RAINCAST_API_MAX_ROWS", "1000"))
-MAX_BATCH_ROWS = int(os.environ.get("RAINCAST_API_MAX_BATCH_ROWS", "100000"))
+#: Rows per `/predict` request and per `/predict_batch` request unless the settings say
+#: otherwise (`Settings.api_max_rows`, `Settings.api_max_batch_rows`: their defaults).
+MAX_ROWS: Final[int] = Settings.model_fields["api_max_rows"].default
+MAX_BATCH_ROWS: Final[int] = Settings.model_fields["api_max_batch_rows"].default
 
 #: Body bytes allowed per row: a `/predict` row with all 22 fields is ~600 bytes of JSON
 #: (~900 pretty-printed); a columnar `/predict_batch` row is 22 values, ~150-250 bytes.
@@ -29,17 +31,16 @@ BATCH_ROW_BODY_BYTES = 320
 BASE_BODY_BYTES = 64 * 1024
 
 
-def body_limits() -> dict[str, int]:
+def body_limits(max_rows: int, max_batch_rows: int, cap: int | None = None) -> dict[str, int]:
     """Largest request body per path, sized from its row limit (OWASP API4: a body can
-    cost no more than the rows it may carry). ``RAINCAST_API_MAX_BODY_BYTES``, when set,
-    caps every path further; paths not listed get `BASE_BODY_BYTES`."""
+    cost no more than the rows it may carry). ``cap`` (``RAINCAST_API_MAX_BODY_BYTES``),
+    when set, caps every path further; paths not listed get `BASE_BODY_BYTES`."""
     limits = {
-        "/predict": BASE_BODY_BYTES + MAX_ROWS * ROW_BODY_BYTES,
-        "/predict_batch": BASE_BODY_BYTES + MAX_BATCH_ROWS * BATCH_ROW_BODY_BYTES,
+        "/predict": BASE_BODY_BYTES + max_rows * ROW_BODY_BYTES,
+        "/predict_batch": BASE_BODY_BYTES + max_batch_rows * BATCH_ROW_BODY_BYTES,
     }
-    cap = os.environ.get("RAINCAST_API_MAX_BODY_BYTES")
     if cap:
-        limits = {path: min(limit, int(cap)) for path, limit in limits.items()}
+        limits = {path: min(limit, cap) for path, limit in limits.items()}
     return limits
 
 
@@ -82,6 +83,18 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rows: list[Observation] = Field(min_length=1, max_length=MAX_ROWS)
+
+
+@cache
+def predict_request_model(max_rows: int) -> type[PredictRequest]:
+    """`PredictRequest` taking at most ``max_rows`` rows (same name in the OpenAPI docs)."""
+    if max_rows == MAX_ROWS:
+        return PredictRequest
+    return create_model(
+        "PredictRequest",
+        __base__=PredictRequest,
+        rows=(list[Observation], Field(min_length=1, max_length=max_rows)),
+    )
 
 
 class Prediction(BaseModel):
@@ -132,8 +145,11 @@ _CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def validate_columns(columns: dict[str, list[Any]]) -> dict[str, Any]:
-    """Validate a columnar batch vectorised (same rules as ``Observation``).
+def validate_columns(
+    columns: dict[str, list[Any]], max_rows: int = MAX_BATCH_ROWS
+) -> dict[str, Any]:
+    """Validate a columnar batch of 1 to ``max_rows`` rows vectorised (same rules as
+    ``Observation``).
 
     Returns the batch as arrays: ``Date`` a datetime Series, ``Location`` and the
     categorical columns object arrays (None for missing), measurements float64 (NaN for
@@ -153,8 +169,8 @@ def validate_columns(columns: dict[str, list[Any]]) -> dict[str, Any]:
     if errors:
         raise InputError(errors)
     n = lengths.pop() if lengths else 0
-    if n == 0 or n > MAX_BATCH_ROWS:
-        raise InputError([_error(["columns"], f"between 1 and {MAX_BATCH_ROWS} rows required")])
+    if n == 0 or n > max_rows:
+        raise InputError([_error(["columns"], f"between 1 and {max_rows} rows required")])
 
     out: dict[str, Any] = {}
     dates = pd.to_datetime(

@@ -19,14 +19,24 @@ the FastAPI request cycle. Large bodies are parsed, validated and scored in a wo
 thread, so the event loop that answers ``/livez``, ``/readyz`` and other callers never
 waits on them. The FastAPI routes below are the documented contract and answer only what
 the fast path does not take (non-JSON content types), with the same bounded errors.
+
+Importing this module does nothing. `create_service(settings)` is the start-up: it checks
+the auth settings, sets MLflow's HTTP retry defaults, the JSON logs and the BentoML timer
+fix, and defines the service class (BentoML fixes workers, traffic and tracing when a
+class is decorated, so the class is built from the settings there). ``RainService``, the
+name `bentoml serve` imports, is the one edge that does work: reading it builds the service
+from a fresh `Settings` (environment and ``.env``), once per process.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads a route's annotations when
+# the route is declared, and the /predict request model is built per settings inside
+# `create_service`, so the annotations must be objects, not names to look up later.
 
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 
 import anyio.to_thread
@@ -62,79 +72,245 @@ from raincast.serving.schemas import (
     BASE_BODY_BYTES,
     BatchRequest,
     BatchResponse,
-    PredictRequest,
     PredictResponse,
     body_limits,
+    predict_request_model,
 )
 from raincast.settings import Settings
 
 log = logging.getLogger("raincast.serving")
 
-# A registry outage must cost a refresh seconds, not MLflow's default minutes of retries
-# (the admin reload would hit the request timeout). Explicit settings win.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-#: Largest request body per path (bytes), from the row limits; see `body_limits`.
-BODY_LIMITS = body_limits()
+#: A registry outage must cost a refresh seconds, not MLflow's default minutes of retries
+#: (the admin reload would hit the request timeout). Explicit settings win.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 #: Bodies up to this size are answered on the event loop (a few rows: ~0.1 ms, less than
 #: the hop to a worker thread); larger ones in a worker thread.
 INLINE_BODY_BYTES = 16 * 1024
-POLL_INTERVAL_S = float(os.environ.get("RAINCAST_API_POLL_S", "30"))
-#: Worker processes (each holds its own copy of the model): a number or ``cpu_count``.
-_WORKERS_ENV = os.environ.get("RAINCAST_API_WORKERS", "1")
-WORKERS: int | str = int(_WORKERS_ENV) if _WORKERS_ENV.isdigit() else "cpu_count"
-#: Requests in flight per service (BentoML divides it between the workers); beyond it a
-#: request is refused with 429 at once instead of queueing. Sized from the measured
-#: capacity (see README, benchmarks): 16 per worker keeps a full worker's queue ~10 ms.
-MAX_CONCURRENCY = int(
-    os.environ.get(
-        "RAINCAST_API_MAX_CONCURRENCY",
-        str(16 * (WORKERS if isinstance(WORKERS, int) else os.cpu_count() or 1)),
+#: Requests in flight per worker when ``RAINCAST_API_MAX_CONCURRENCY`` is not set (BentoML
+#: divides the service's limit between the workers); beyond it a request is refused with
+#: 429 at once instead of queueing. Sized from the measured capacity (see README,
+#: benchmarks): 16 per worker keeps a full worker's queue ~10 ms.
+CONCURRENCY_PER_WORKER = 16
+REQUEST_TIMEOUT_S = 60
+
+
+def create_service(settings: Settings) -> bentoml.Service[Any]:
+    """The API's BentoML service for ``settings``, after the process-wide start-up.
+
+    `AuthConfigError` (no or a weak ``RAINCAST_JWT_SECRET``, a bad token lifetime) comes
+    before anything else, so a refused server changes nothing and binds no port."""
+    auth = AuthConfig.from_settings(settings)
+    limits = body_limits(
+        settings.api_max_rows, settings.api_max_batch_rows, settings.api_max_body_bytes
     )
-)
-#: Read when `bentoml serve` imports this module: no (or a weak) RAINCAST_JWT_SECRET stops
-#: the server before it binds a port, with AuthConfigError's message.
-AUTH = AuthConfig.from_env()
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    configure_json_logs(settings.log_level)
+    patch_bentoml_timeout()  # before BentoML builds the app; see raincast.serving.runtime
 
-#: OpenTelemetry tracing, off unless an OTLP endpoint is configured (e.g. Tempo's
-#: http://tempo:4318/v1/traces in compose).
-OTLP_ENDPOINT = os.environ.get("RAINCAST_OTLP_ENDPOINT", "")
-TRACING: dict[str, Any] = (
-    {
-        "exporter_type": "otlp",
-        "sample_rate": float(os.environ.get("RAINCAST_TRACE_SAMPLE_RATE", "1.0")),
-        "excluded_urls": "/livez,/readyz,/metrics",
-        "otlp": {"protocol": "http", "endpoint": OTLP_ENDPOINT},
-    }
-    if OTLP_ENDPOINT
-    # No exporter: keep BentoML's OpenTelemetry middleware out of the request path (it
-    # still builds a span per request at sample rate 0, ~17 % of a /predict).
-    else {"sample_rate": 0.0, "excluded_urls": [".*"]}
-)
+    app = _fastapi_app(settings.api_public_prefix)
+    service = _service(settings, app)
+    max_rows, max_batch_rows = settings.api_max_rows, settings.api_max_batch_rows
+
+    async def fast_predict(body: bytes) -> tuple[int, bytes]:
+        """`/predict`: a few rows on the event loop, more in a worker thread."""
+        if len(body) <= INLINE_BODY_BYTES:
+            return answers.answer_predict(_serving_model(), body, max_rows)
+        return await anyio.to_thread.run_sync(
+            answers.answer_predict, _serving_model(), body, max_rows
+        )
+
+    async def fast_batch(body: bytes) -> tuple[int, bytes]:
+        """`/predict_batch`, always in a worker thread (up to 100k rows)."""
+        return await anyio.to_thread.run_sync(
+            answers.answer_batch, _serving_model(), body, max_batch_rows
+        )
+
+    service.add_asgi_middleware(
+        JWTMiddleware,
+        config=auth,
+        public_paths=(*PUBLIC_PATHS, app.docs_url, app.openapi_url),
+        on_auth_failure=metrics.auth_failure,
+        on_login=metrics.login,
+    )
+    service.add_asgi_middleware(BodyLimitMiddleware, limits=limits)
+    # Innermost of ours: bodies are already size-checked and the caller authenticated.
+    service.add_asgi_middleware(
+        FastRoutes, routes={"/predict": fast_predict, "/predict_batch": fast_batch}
+    )
+    return service
 
 
-def _json_logs() -> None:
+def configure_json_logs(level: str) -> None:
+    """The ``raincast`` loggers write JSON lines (the pipeline's fields) at ``level``."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())  # the pipeline's: same fields everywhere
-    for name in ("raincast",):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(os.environ.get("RAINCAST_LOG_LEVEL", "INFO"))
-        logger.propagate = False
+    logger = logging.getLogger("raincast")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
-_json_logs()
-patch_bentoml_timeout()  # before BentoML builds the app; see raincast.serving.runtime
+def tracing_config(settings: Settings) -> dict[str, Any]:
+    """BentoML's OpenTelemetry settings: OTLP export when ``otlp_endpoint`` is set (e.g.
+    Tempo's http://tempo:4318/v1/traces in compose), else none at all."""
+    if settings.otlp_endpoint:
+        return {
+            "exporter_type": "otlp",
+            "sample_rate": settings.trace_sample_rate,
+            "excluded_urls": "/livez,/readyz,/metrics",
+            "otlp": {"protocol": "http", "endpoint": settings.otlp_endpoint},
+        }
+    # No exporter: keep BentoML's OpenTelemetry middleware out of the request path (it
+    # still builds a span per request at sample rate 0, ~17 % of a /predict).
+    return {"sample_rate": 0.0, "excluded_urls": [".*"]}
 
-app = FastAPI(
-    title="raincast",
-    description="Rain tomorrow in Australia: the registry champion behind a JWT.",
-    docs_url="/api/docs",
-    openapi_url="/api/openapi.json",
-    redoc_url=None,
-)
+
+def _fastapi_app(public_prefix: str) -> FastAPI:
+    app = FastAPI(
+        title="raincast",
+        description="Rain tomorrow in Australia: the registry champion behind a JWT.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    # Behind a path prefix (nginx: /api/ -> /), "Try it out" in the OpenAPI page must
+    # call <prefix>/predict: the prefix goes into the spec's servers.
+    if prefix := public_prefix.rstrip("/"):
+        app.servers = [{"url": prefix}]
+    app.exception_handler(RequestValidationError)(_bounded_validation_error)
+    return app
+
+
+def _service(settings: Settings, app: FastAPI) -> bentoml.Service[Any]:
+    """The service class: BentoML reads its settings when the class is decorated."""
+    predict_request = predict_request_model(settings.api_max_rows)
+    max_batch_rows = settings.api_max_batch_rows
+    max_concurrency = settings.api_max_concurrency or (
+        CONCURRENCY_PER_WORKER * settings.api_worker_count
+    )
+
+    @bentoml.asgi_app(app, path="/")
+    @bentoml.service(
+        name="raincast",
+        workers=settings.api_workers,
+        traffic={"timeout": REQUEST_TIMEOUT_S, "max_concurrency": max_concurrency},
+        tracing=tracing_config(settings),
+        logging={"access": {"enabled": settings.api_access_log}},
+    )
+    class RainService:
+        """Loads the champion at start, polls the alias, swaps without downtime."""
+
+        def __init__(self) -> None:
+            self.holder = ModelHolder(settings)
+            # Monitor reads the raw store read-only (RAINCAST_STORE_URL; compose: the
+            # reader role).
+            self.monitor = MonitorStore(settings.raw_store_url, settings.model_name)
+            self._seen_version: str | None = None
+            log.info("startup: %s", self.holder.refresh())
+            self._observe_model()
+            self.holder.start_polling(settings.api_poll_s)
+            settle_worker()  # the start-up heap out of every later full GC
+
+        def __is_ready__(self) -> bool:
+            return self.holder.current is not None
+
+        def _observe_model(self) -> None:
+            model = self.holder.current
+            if model is not None:
+                metrics.set_model(model.version, model.loaded_at)
+                self._seen_version = model.version
+
+        def current_model(self) -> LoadedModel | None:
+            """The model to answer with (None before the first load); keeps the gauges fresh."""
+            model = self.holder.current
+            if model is not None:
+                if model.version != self._seen_version:  # swapped by the poller
+                    self._observe_model()
+                metrics.model_age(model.loaded_at)
+            return model
+
+        def _model(self) -> LoadedModel:
+            model = self.current_model()
+            if model is None:
+                raise HTTPException(503, "no champion model loaded yet")
+            return model
+
+        @app.post("/predict", response_model=PredictResponse)
+        def predict(self, request: predict_request) -> dict[str, Any]:  # type: ignore[valid-type]
+            """Rain tomorrow for one or more raw observations (weatherAUS schema, day D)."""
+            # JSON bodies are answered by the fast path before they get here; this route is
+            # the documented contract and answers what that one does not take.
+            return answers.predictions(self._model(), request)
+
+        @app.post("/predict_batch", response_model=BatchResponse)
+        def predict_batch(self, request: BatchRequest) -> Any:
+            """Columnar batch (up to RAINCAST_API_MAX_BATCH_ROWS rows) in one call."""
+            status, body = answers.batch_answer(self._model(), request.columns, max_batch_rows)
+            return Response(body, status_code=status, media_type="application/json")
+
+        @app.get("/model")
+        def model_info(self) -> dict[str, Any]:
+            """Version, test metrics, threshold and training time of the served model."""
+            model = self._model()
+            return {**model.describe(), "last_refresh_error": self.holder.last_error}
+
+        # --- Monitor: read-only views of the raw store (issue 21's contract) -------------------
+
+        @app.get("/monitor/scores")
+        def monitor_scores(self, kind: str | None = None) -> dict[str, Any]:
+            """Live and/or replayed F1, ROC AUC, calibration per as-of date and window
+            (``kind`` live | replayed | all), oldest first."""
+            return _monitor(
+                lambda: self.monitor.scores(parse_choice("kind", kind, SCORE_KINDS, "all"))
+            )
+
+        @app.get("/monitor/reliability")
+        def monitor_reliability(
+            self, kind: str | None = None, window_days: str | None = None, bins: str | None = None
+        ) -> dict[str, Any]:
+            """Reliability diagram of the last ``window_days`` scored days (``kind`` replayed |
+            live; default replayed when a replayed window exists)."""
+
+            def answer() -> dict[str, Any]:
+                chosen = parse_choice("kind", kind, RELIABILITY_KINDS, "") or None
+                days = parse_int("window_days", window_days, WINDOW_DAYS)
+                return self.monitor.reliability(chosen, days, parse_int("bins", bins, BINS))
+
+            return _monitor(answer)
+
+        @app.get("/monitor/drift")
+        def monitor_drift(self) -> dict[str, Any]:
+            """Drift share, drifted columns and verdict of every cycle, oldest first."""
+            return _monitor(self.monitor.drift)
+
+        @app.get("/monitor/champions")
+        def monitor_champions(self) -> dict[str, Any]:
+            """The champion timeline: every registry decision, oldest first."""
+            model = self.holder.current
+            return _monitor(lambda: self.monitor.champions(model.version if model else None))
+
+        @app.post("/admin/reload")
+        def reload(self) -> Any:
+            """Re-resolve the champion alias now (admin role)."""
+            t0 = time.perf_counter()
+            status = self.holder.refresh()
+            ok = not status.startswith("failed")
+            metrics.reload(ok)
+            self._observe_model()
+            model = self.holder.current
+            body = {
+                "status": status,
+                "model_version": model.version if model else None,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            return body if ok else JSONResponse(body, status_code=503)
+
+    return RainService
 
 
 class BodyLimitMiddleware:
@@ -142,11 +318,8 @@ class BodyLimitMiddleware:
 
     ``limits`` maps a path to its largest body; other paths get ``default``."""
 
-    def __init__(
-        self, app: Any, limits: dict[str, int] | None = None, default: int = BASE_BODY_BYTES
-    ) -> None:
-        self.app, self.default = app, default
-        self.limits = BODY_LIMITS if limits is None else limits
+    def __init__(self, app: Any, limits: Mapping[str, int], default: int = BASE_BODY_BYTES) -> None:
+        self.app, self.limits, self.default = app, dict(limits), default
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -180,132 +353,10 @@ async def _too_large(send: Any, limit: int) -> None:
     await send_json_bytes(send, 413, body)
 
 
-@app.exception_handler(RequestValidationError)
 async def _bounded_validation_error(_: Request, exc: RequestValidationError) -> Response:
     """FastAPI's 422 without echoing the input and with at most `answers.MAX_ERRORS`."""
     status, body = answers.error_answer(exc.errors())
     return Response(body, status_code=status, media_type="application/json")
-
-
-@bentoml.asgi_app(app, path="/")
-@bentoml.service(
-    name="raincast",
-    workers=WORKERS,
-    traffic={"timeout": 60, "max_concurrency": MAX_CONCURRENCY},
-    tracing=TRACING,
-    logging={"access": {"enabled": os.environ.get("RAINCAST_API_ACCESS_LOG", "false") == "true"}},
-)
-class RainService:
-    """Loads the champion at start, polls the alias, swaps without downtime."""
-
-    def __init__(self) -> None:
-        # Behind a path prefix (nginx: /api/ -> /), "Try it out" in the OpenAPI page must
-        # call <prefix>/predict: the prefix goes into the spec's servers.
-        if prefix := os.environ.get("RAINCAST_API_PUBLIC_PREFIX", "").rstrip("/"):
-            app.servers = [{"url": prefix}]
-            app.openapi_schema = None
-        settings = Settings()
-        self.holder = ModelHolder(settings)
-        # Monitor reads the raw store read-only (RAINCAST_STORE_URL; compose: the reader role).
-        self.monitor = MonitorStore(settings.raw_store_url, settings.model_name)
-        self._seen_version: str | None = None
-        log.info("startup: %s", self.holder.refresh())
-        self._observe_model()
-        if POLL_INTERVAL_S > 0:
-            self.holder.start_polling(POLL_INTERVAL_S)
-        settle_worker()  # the start-up heap out of every later full GC
-
-    def __is_ready__(self) -> bool:
-        return self.holder.current is not None
-
-    def _observe_model(self) -> None:
-        model = self.holder.current
-        if model is not None:
-            metrics.set_model(model.version, model.loaded_at)
-            self._seen_version = model.version
-
-    def current_model(self) -> LoadedModel | None:
-        """The model to answer with (None before the first load); keeps the gauges fresh."""
-        model = self.holder.current
-        if model is not None:
-            if model.version != self._seen_version:  # swapped by the poller
-                self._observe_model()
-            metrics.model_age(model.loaded_at)
-        return model
-
-    def _model(self) -> LoadedModel:
-        model = self.current_model()
-        if model is None:
-            raise HTTPException(503, "no champion model loaded yet")
-        return model
-
-    @app.post("/predict", response_model=PredictResponse)
-    def predict(self, request: PredictRequest) -> dict[str, Any]:
-        """Rain tomorrow for one or more raw observations (weatherAUS schema, day D)."""
-        # JSON bodies are answered by `_fast_predict` before they get here; this route is
-        # the documented contract and answers what that one does not take.
-        return answers.predictions(self._model(), request)
-
-    @app.post("/predict_batch", response_model=BatchResponse)
-    def predict_batch(self, request: BatchRequest) -> Any:
-        """Columnar batch (up to RAINCAST_API_MAX_BATCH_ROWS rows) in one call."""
-        status, body = answers.batch_answer(self._model(), request.columns)
-        return Response(body, status_code=status, media_type="application/json")
-
-    @app.get("/model")
-    def model_info(self) -> dict[str, Any]:
-        """Version, test metrics, threshold and training time of the served model."""
-        model = self._model()
-        return {**model.describe(), "last_refresh_error": self.holder.last_error}
-
-    # --- Monitor: read-only views of the raw store (issue 21's contract) -------------------
-
-    @app.get("/monitor/scores")
-    def monitor_scores(self, kind: str | None = None) -> dict[str, Any]:
-        """Live and/or replayed F1, ROC AUC, calibration per as-of date and window
-        (``kind`` live | replayed | all), oldest first."""
-        return _monitor(lambda: self.monitor.scores(parse_choice("kind", kind, SCORE_KINDS, "all")))
-
-    @app.get("/monitor/reliability")
-    def monitor_reliability(
-        self, kind: str | None = None, window_days: str | None = None, bins: str | None = None
-    ) -> dict[str, Any]:
-        """Reliability diagram of the last ``window_days`` scored days (``kind`` replayed |
-        live; default replayed when a replayed window exists)."""
-
-        def answer() -> dict[str, Any]:
-            chosen = parse_choice("kind", kind, RELIABILITY_KINDS, "") or None
-            days = parse_int("window_days", window_days, WINDOW_DAYS)
-            return self.monitor.reliability(chosen, days, parse_int("bins", bins, BINS))
-
-        return _monitor(answer)
-
-    @app.get("/monitor/drift")
-    def monitor_drift(self) -> dict[str, Any]:
-        """Drift share, drifted columns and verdict of every cycle, oldest first."""
-        return _monitor(self.monitor.drift)
-
-    @app.get("/monitor/champions")
-    def monitor_champions(self) -> dict[str, Any]:
-        """The champion timeline: every registry decision, oldest first."""
-        model = self.holder.current
-        return _monitor(lambda: self.monitor.champions(model.version if model else None))
-
-    @app.post("/admin/reload")
-    def reload(self) -> Any:
-        """Re-resolve the champion alias now (admin role)."""
-        t0 = time.perf_counter()
-        status = self.holder.refresh()
-        ok = not status.startswith("failed")
-        metrics.reload(ok)
-        self._observe_model()
-        model = self.holder.current
-        body = {
-            "status": status,
-            "model_version": model.version if model else None,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        return body if ok else JSONResponse(body, status_code=503)
 
 
 def _monitor(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -319,31 +370,18 @@ def _monitor(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _serving_model() -> LoadedModel | None:
-    service: RainService = bentoml.get_current_service()
+    service: Any = bentoml.get_current_service()  # the RainService instance of this worker
     return service.current_model()
 
 
-async def _fast_predict(body: bytes) -> tuple[int, bytes]:
-    """`/predict`: a few rows on the event loop, more in a worker thread."""
-    if len(body) <= INLINE_BODY_BYTES:
-        return answers.answer_predict(_serving_model(), body)
-    return await anyio.to_thread.run_sync(answers.answer_predict, _serving_model(), body)
+@cache
+def _service_from_environment() -> bentoml.Service[Any]:
+    return create_service(Settings())
 
 
-async def _fast_batch(body: bytes) -> tuple[int, bytes]:
-    """`/predict_batch`, always in a worker thread (up to 100k rows)."""
-    return await anyio.to_thread.run_sync(answers.answer_batch, _serving_model(), body)
-
-
-RainService.add_asgi_middleware(  # type: ignore[attr-defined]
-    JWTMiddleware,
-    config=AUTH,
-    public_paths=(*PUBLIC_PATHS, app.docs_url, app.openapi_url),
-    on_auth_failure=metrics.auth_failure,
-    on_login=metrics.login,
-)
-RainService.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
-# Innermost of ours: bodies are already size-checked and the caller authenticated.
-RainService.add_asgi_middleware(  # type: ignore[attr-defined]
-    FastRoutes, routes={"/predict": _fast_predict, "/predict_batch": _fast_batch}
-)
+def __getattr__(name: str) -> Any:
+    """``RainService``: the service of this process's `Settings`, built on first use
+    (`bentoml serve raincast.serving.service:RainService`, once per process)."""
+    if name == "RainService":
+        return _service_from_environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
