@@ -254,3 +254,11 @@ def test_the_engine_refuses_what_the_command_refuses(observations: pd.DataFrame)
     with pytest.raises(bt.BacktestError, match="first champion cannot be trained: split"):
         # Too little history for the split's minimum train rows.
         bt.run_backtest(observations, date(2019, 3, 1), date(2019, 3, 2), _params())
+
+
+def test_the_progress_line_leaves_the_first_fit_out_of_the_eta() -> None:
+    p = bt.BacktestProgress(done=2, total=6, day=START, elapsed_s=50.0, fits=3, setup_s=30.0)
+    assert p.eta_s == 40.0  # (50 - 30) s for 2 days, 4 to go
+    assert p.line(width=6).startswith("[##....] 2/6 days 2020-02-25  fits 3")
+    assert p.line().endswith("elapsed 0m50s  eta 0m40s")
+    assert bt.BacktestProgress(0, 6, START, 1.0, 0).eta_s is None

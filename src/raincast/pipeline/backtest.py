@@ -259,11 +259,15 @@ class BacktestProgress:
     #: Distinct fits so far, and their seconds (the first champion's included).
     fits: int
     fit_seconds: float = 0.0
+    #: Seconds before the first day (the first champion's fit), left out of the ETA.
+    setup_s: float = 0.0
 
     @property
     def eta_s(self) -> float | None:
         """Seconds left if the remaining days cost what the done ones did on average."""
-        return self.elapsed_s / self.done * (self.total - self.done) if self.done else None
+        if not self.done:
+            return None
+        return (self.elapsed_s - self.setup_s) / self.done * (self.total - self.done)
 
     def line(self, width: int = 24) -> str:
         filled = round(width * self.done / self.total) if self.total else width
@@ -605,6 +609,7 @@ def run_backtest(
         scored.assign(**{schema.RAIN_TOMORROW: store.next_day_labels(obs).loc[scored.index]})
     )
     by_day = {str(d): part for d, part in window.groupby(schema.DATE, sort=True)}
+    setup_s = time.perf_counter() - began
     states = {p: _PolicyState(p, ends[p], first.model) for p in names}
     days: list[DayRow] = []
     retrains: list[Retrain] = []
@@ -626,6 +631,7 @@ def run_backtest(
                     time.perf_counter() - began,
                     engine.distinct_fits,
                     engine.fit_seconds,
+                    setup_s,
                 )
             )
 
