@@ -13,12 +13,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import typer
 from testbed.params_file import small_model_params, write_params
 from typer.testing import CliRunner
 
 from raincast import schema
-from raincast.cli.backtest import backtest
+from raincast.cli import app
 from raincast.params import Params
 from raincast.pipeline import backtest as bt
 from raincast.sources.synthetic import SyntheticSource
@@ -175,17 +174,6 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    app.command()(backtest)
-
-    @app.callback()
-    def main() -> None:
-        """Keeps `backtest` a subcommand, as once registered."""
-
-    return app
-
-
 def test_the_command_writes_the_json_and_the_plots(
     observations: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -193,7 +181,7 @@ def test_the_command_writes_the_json_and_the_plots(
     csv = _write_csv(observations[observations[schema.DATE] <= "2020-03-10"], tmp_path / "w.csv.gz")
     env = {"RAINCAST_PROJECT_DIR": str(tmp_path), "RAINCAST_HOME": str(tmp_path / "var")}
     args = ["backtest", "--data", str(csv), "--start", "2020-03-01", "--end", "2020-03-03"]
-    done = runner.invoke(_app(), [*args, "--policy", "weekly", "--policy", "never"], env=env)
+    done = runner.invoke(app, [*args, "--policy", "weekly", "--policy", "never"], env=env)
     assert done.exit_code == 0, done.output
     out = tmp_path / "var" / "backtest"
     names = sorted(p.name for p in out.iterdir())
@@ -228,7 +216,7 @@ def test_the_command_refuses_a_bad_request_in_one_line(
     write_params(tmp_path, OVERRIDES)
     csv = _write_csv(observations[observations[schema.DATE] <= "2020-01-31"], tmp_path / "w.csv")
     env = {"RAINCAST_PROJECT_DIR": str(tmp_path), "RAINCAST_HOME": str(tmp_path / "var")}
-    refused = runner.invoke(_app(), ["backtest", "--data", str(csv), *args], env=env)
+    refused = runner.invoke(app, ["backtest", "--data", str(csv), *args], env=env)
     assert refused.exit_code == 1
     (line,) = [ln for ln in refused.output.splitlines() if ln.startswith("error:")]
     assert message in line and "Traceback" not in refused.output, refused.output
@@ -239,7 +227,7 @@ def test_a_missing_file_is_one_line_too(tmp_path: Path) -> None:
     write_params(tmp_path, OVERRIDES)
     env = {"RAINCAST_PROJECT_DIR": str(tmp_path), "RAINCAST_HOME": str(tmp_path / "var")}
     args = ["backtest", "--data", str(tmp_path / "nope.csv"), "--start", "2020-01-01"]
-    refused = runner.invoke(_app(), [*args, "--end", "2020-01-02"], env=env)
+    refused = runner.invoke(app, [*args, "--end", "2020-01-02"], env=env)
     assert refused.exit_code == 1
     assert refused.output.startswith("error: weatherAUS file not found")
 

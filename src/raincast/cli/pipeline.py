@@ -25,6 +25,7 @@ from raincast.cli._common import (
     record,
     setup,
 )
+from raincast.cli.backtest import backtest
 
 if TYPE_CHECKING:
     from raincast.pipeline.replay import ReplayReport
@@ -565,3 +566,7 @@ def run(
                 if k in m
             )
         )
+
+
+# `raincast backtest`: the retrain policies replayed over a date range (its own module).
+app.command(rich_help_panel=DAILY_CYCLE)(backtest)
