@@ -179,9 +179,7 @@ def filled(monitor: tuple[Api, Settings]) -> Settings:
     }
     record_drift(settings, body)
     later = {**body, "drift_share": 0.5, "drift_detected": True, "drifted_columns": ["MaxTemp"]}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAINCAST_RUN_ID", "manual__2021-03-10")
-        record_drift(settings, later)
+    record_drift(settings.model_copy(update={"run_id": "manual__2021-03-10"}), later)
     for before, after, decision in ((None, "1", "promoted"), ("1", "1", "rejected")):
         store.record_decision(
             engine,
