@@ -1,6 +1,6 @@
 """dvc.yaml follows the code each stage runs: a stage's cmd is `raincast <stage>`, and its
 deps name the module that command lives in plus every raincast module the stage function it
-calls (today `raincast.pipeline.stages.<stage>`) imports, directly or not. Code missing from
+calls (`raincast.steps.<stage>.run`) imports, directly or not. Code missing from
 deps is code DVC does not watch: a change to it would leave the old model and metrics marked
 up to date.
 

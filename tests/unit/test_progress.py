@@ -17,7 +17,7 @@ def test_steps_and_dvc_stages_are_reported_with_elapsed_time() -> None:
         "Stage 'process' didn't change, skipping\n",
         "Running stage 'split':\n",
         "> raincast split\n",
-        "2026-01-01 INFO raincast.pipeline.stages: some log line\n",
+        "2026-01-01 INFO raincast.steps.process: some log line\n",
         "Running stage 'train':\n",
     ):
         progress.dvc_line(out)
