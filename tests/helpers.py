@@ -1,4 +1,5 @@
-"""Shared test builders: the two-writers upsert race and the waiting-advisory-locks probe.
+"""Shared test builders: a source of fixed rows, the two-writers upsert race and the
+waiting-advisory-locks probe.
 
 The builders bench/ uses too (free ports, logged servers, a small champion) live in
 `testbed`; they are re-exported here for the tests that still import them from here.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import date
 
 import pandas as pd
 import pytest
@@ -24,9 +26,11 @@ from testbed.servers import (
     wait_until,
 )
 
+from raincast import schema
 from raincast.data import store
 
 __all__ = [
+    "FixedRows",
     "api_command",
     "free_port",
     "http_status",
@@ -41,6 +45,17 @@ __all__ = [
     "wait_until",
     "waiting_advisory_locks",
 ]
+
+
+class FixedRows:
+    """A source returning fixed rows under a given name (``csv`` = real, ``synthetic``)."""
+
+    def __init__(self, name: str, rows: pd.DataFrame) -> None:
+        self.name, self.rows = name, rows
+
+    def fetch(self, start: date, end: date) -> pd.DataFrame:
+        d = self.rows[schema.DATE]
+        return self.rows[(d >= start.isoformat()) & (d <= end.isoformat())].reset_index(drop=True)
 
 
 def race_two_upserts(

@@ -34,12 +34,14 @@ API_ADMIN = "admin"
 
 @dataclass(frozen=True)
 class Ports:
-    mlflow: int = 5000
-    airflow: int = 8080
-    api: int = 3000
-    ui: int = 8501
-    prometheus: int = 9090
-    pushgateway: int = 9091
+    """The local services' ports; the defaults live in `Settings` (``*_port``)."""
+
+    mlflow: int
+    airflow: int
+    api: int
+    ui: int
+    prometheus: int
+    pushgateway: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ports:

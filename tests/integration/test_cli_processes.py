@@ -10,7 +10,6 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 from testbed.params_file import LIBRARY_DEFAULTS, merged, write_params
@@ -21,20 +20,10 @@ from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
 from raincast.steps import fetch as fetch_step
 from raincast.steps import validate as validate_step
+from tests.helpers import FixedRows
 
 DAY = date(2021, 3, 10)
 STATIONS = ("Darwin", "Perth", "Sydney", "Hobart")
-
-
-class _Rows:
-    """A source returning fixed rows under a given name (``csv`` = real, ``synthetic``)."""
-
-    def __init__(self, name: str, rows: pd.DataFrame) -> None:
-        self.name, self.rows = name, rows
-
-    def fetch(self, start: date, end: date) -> pd.DataFrame:
-        d = self.rows[schema.DATE]
-        return self.rows[(d >= start.isoformat()) & (d <= end.isoformat())].reset_index(drop=True)
 
 
 def _synthetic(start: date = DAY - timedelta(days=3), end: date = DAY, seed: int = 3):  # type: ignore[no-untyped-def]
@@ -81,7 +70,7 @@ def test_two_validates_at_once_both_land_their_day(settings: Settings) -> None:
     days = [DAY, DAY + timedelta(days=1)]
     rows = _synthetic(DAY - timedelta(days=1), days[-1])
     for d in days:
-        fetch_step.run(settings, _Rows("csv", rows), d)
+        fetch_step.run(settings, FixedRows("csv", rows), d)
     procs = [_raincast(settings, "validate", "--date", d.isoformat()) for d in days]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
@@ -98,7 +87,7 @@ def test_two_validates_at_once_both_land_their_day(settings: Settings) -> None:
 @pytest.mark.timeout(120)
 def test_a_validate_refused_by_a_busy_store_says_so_in_one_line(settings: Settings) -> None:
     write_params(settings.project_dir, LIBRARY_DEFAULTS)
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY)
     engine = _engine(settings)
     with store.store_lock(engine, settings.lock_dir, 5, "run 2021-03-10"):
         p = _raincast(
@@ -143,7 +132,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(
 ) -> None:
     pytest.importorskip("psycopg2")
     write_params(settings.project_dir, LIBRARY_DEFAULTS)
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY)
     url = f"postgresql+psycopg2://raincast:s3cret-pw@127.0.0.1:{free_port}/raincast"
     p = _raincast(settings, "validate", "--date", DAY.isoformat(), RAINCAST_STORE_URL=url)
     out, err = p.communicate(timeout=100)

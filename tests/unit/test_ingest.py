@@ -22,22 +22,12 @@ from raincast.sources import SourceUnavailableError
 from raincast.sources.synthetic import SyntheticSource
 from raincast.steps import fetch as fetch_step
 from raincast.steps import validate as validate_step
+from tests.helpers import FixedRows
 
 DAY = date(2021, 3, 10)
 STATIONS = ("Darwin", "Perth", "Sydney", "Hobart")
 LENIENT = ValidateParams(max_invalid_share=0.5)
 LENIENT_PARAMS = small_model_params({"validate": {"max_invalid_share": 0.5}})
-
-
-class _Rows:
-    """A source returning fixed rows under a given name (``csv`` = real, ``synthetic``)."""
-
-    def __init__(self, name: str, rows: pd.DataFrame) -> None:
-        self.name, self.rows = name, rows
-
-    def fetch(self, start: date, end: date) -> pd.DataFrame:
-        d = self.rows[schema.DATE]
-        return self.rows[(d >= start.isoformat()) & (d <= end.isoformat())].reset_index(drop=True)
 
 
 def _synthetic(start: date = DAY - timedelta(days=3), end: date = DAY, seed: int = 3):
@@ -46,7 +36,7 @@ def _synthetic(start: date = DAY - timedelta(days=3), end: date = DAY, seed: int
 
 def _load(settings: Settings, name: str, day: date = DAY, start: date | None = None, **kw):  # type: ignore[no-untyped-def]
     rows = _synthetic(start or day - timedelta(days=3), day)
-    fetch_step.run(settings, _Rows(name, rows), day, start)
+    fetch_step.run(settings, FixedRows(name, rows), day, start)
     return validate_step.run(settings, kw.pop("params", LENIENT), day, **kw)
 
 
@@ -71,7 +61,7 @@ def test_a_crash_after_the_commit_is_repaired_by_the_rerun(
 ) -> None:
     """Rows committed, then the process dies before the DVC manifest is written: the
     rerun changes no row but writes the manifest, so DVC sees the day."""
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
 
     def crash(*_: object) -> bool:
         raise OSError("killed right after the commit")
@@ -99,7 +89,7 @@ def test_a_crash_inside_the_transaction_leaves_nothing_behind(
     """The upsert, the quarantine and the validation record commit together."""
     rows = _synthetic()
     rows.loc[0, "Humidity3pm"] = 150.0  # one row for the quarantine
-    fetch_step.run(settings, _Rows("csv", rows), DAY, DAY - timedelta(days=3))
+    fetch_step.run(settings, FixedRows("csv", rows), DAY, DAY - timedelta(days=3))
 
     def crash(*_: object, **__: object) -> None:
         raise RuntimeError("killed before the validation record")
@@ -125,7 +115,7 @@ def test_a_failed_landing_write_keeps_the_previous_file(
 ) -> None:
     import pyarrow.parquet as pq
 
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY)
     path, _ = catalog.landing_paths(settings, DAY)
     before = path.read_bytes()
 
@@ -135,7 +125,7 @@ def test_a_failed_landing_write_keeps_the_previous_file(
 
     monkeypatch.setattr(pq, "write_table", half_written)
     with pytest.raises(OSError, match="disk full"):
-        fetch_step.run(settings, _Rows("csv", _synthetic(seed=9)), DAY)
+        fetch_step.run(settings, FixedRows("csv", _synthetic(seed=9)), DAY)
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
@@ -143,7 +133,7 @@ def test_a_failed_landing_write_keeps_the_previous_file(
 def test_validate_trusts_the_metadata_inside_the_landing_file(settings: Settings) -> None:
     """A crash between the data and its JSON sidecar cannot pair new rows with old
     metadata: validate reads the metadata embedded in the parquet file."""
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY, DAY - timedelta(days=3))
     _, sidecar = catalog.landing_paths(settings, DAY)
     stale = {"source": "synthetic", "start": DAY.isoformat(), "end": DAY.isoformat(), "rows": 4}
     sidecar.write_text(json.dumps(stale))
@@ -153,7 +143,7 @@ def test_validate_trusts_the_metadata_inside_the_landing_file(settings: Settings
 
 
 def test_an_unreadable_landing_file_says_to_fetch_again(settings: Settings) -> None:
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY)
     path, _ = catalog.landing_paths(settings, DAY)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(catalog.LandingError, match=r"2021-03-10\.parquet is unreadable.*fetch"):
@@ -170,7 +160,7 @@ def test_an_all_missing_reply_never_overwrites_a_stored_day(settings: Settings) 
     blank = _synthetic(DAY, DAY)
     blank[list(schema.OBSERVED_COLUMNS)] = None  # what an upstream outage may send
     blank[schema.RAIN_TODAY] = None
-    fetch_step.run(settings, _Rows("csv", blank), DAY)
+    fetch_step.run(settings, FixedRows("csv", blank), DAY)
     with pytest.raises(validate_step.ValidationFailedError, match=r"empty:row \(4 rows\)"):
         validate_step.run(settings, ValidateParams(), DAY)
     pd.testing.assert_frame_equal(store.read_observations(engine), before)
@@ -182,7 +172,7 @@ def test_erasing_values_is_quarantined_with_a_reason(settings: Settings) -> None
     before = store.read_observations(engine)
     sparse = _synthetic(DAY, DAY)
     sparse.loc[sparse[schema.LOCATION] == "Perth", ["Humidity3pm", "Temp3pm"]] = None
-    fetch_step.run(settings, _Rows("csv", sparse), DAY)
+    fetch_step.run(settings, FixedRows("csv", sparse), DAY)
     out = validate_step.run(settings, LENIENT, DAY, run_id="sparse")
     q = out.result.quarantined
     assert q[[schema.LOCATION, "check"]].values.tolist() == [["Perth", "erase:stored"]]
@@ -206,7 +196,7 @@ def test_validate_refuses_synthetic_rows_for_a_real_store_and_writes_nothing(
     counts = {t.name: store.count_rows(engine, t) for t in store.metadata.sorted_tables}
     manifest = _manifest(settings)
     later = DAY + timedelta(days=1)
-    fetch_step.run(settings, _Rows("synthetic", _synthetic(later, later, seed=5)), later)
+    fetch_step.run(settings, FixedRows("synthetic", _synthetic(later, later, seed=5)), later)
     with pytest.raises(store.SourceMixError, match="holds real observations"):
         validate_step.run(settings, LENIENT, DAY + timedelta(days=1))
     assert {t.name: store.count_rows(engine, t) for t in store.metadata.sorted_tables} == counts
@@ -262,7 +252,7 @@ def test_the_fallback_fills_an_empty_store_and_stays_synthetic(
     assert set(store.read_observations(engine)["source"]) == {"synthetic"}
     assert store.read_state(engine).source_kind == "synthetic"
     # Open-Meteo answers again: its real rows are refused by this synthetic store.
-    fetch_step.run(settings, _Rows("openmeteo", _synthetic()), DAY)
+    fetch_step.run(settings, FixedRows("openmeteo", _synthetic()), DAY)
     with pytest.raises(store.SourceMixError, match="holds synthetic observations"):
         validate_step.run(settings, LENIENT, DAY)
 
@@ -272,7 +262,7 @@ def test_the_fallback_fills_an_empty_store_and_stays_synthetic(
 
 def test_validate_waits_for_the_store_lock(settings: Settings) -> None:
     engine = _engine(settings)
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY)
     done = threading.Event()
     outcome: list[object] = []
 
@@ -291,7 +281,7 @@ def test_validate_waits_for_the_store_lock(settings: Settings) -> None:
 
 def test_a_busy_store_is_refused_with_the_holder_named(settings: Settings) -> None:
     engine = _engine(settings)
-    fetch_step.run(settings, _Rows("csv", _synthetic()), DAY)
+    fetch_step.run(settings, FixedRows("csv", _synthetic()), DAY)
     impatient = settings.model_copy(update={"store_lock_timeout_s": 0.0})
     errors: list[BaseException] = []
 
@@ -316,7 +306,7 @@ def test_a_cycle_holds_the_store_lock_before_it_fetches(
 ) -> None:
     fetched: list[date] = []
 
-    class _Watched(_Rows):
+    class _Watched(FixedRows):
         def fetch(self, start: date, end: date) -> pd.DataFrame:
             fetched.append(end)
             return super().fetch(start, end)

@@ -8,7 +8,9 @@ from pathlib import Path
 from raincast import local_stack
 from raincast.settings import Settings
 
-PORTS = local_stack.Ports(mlflow=5100, airflow=8180, api=3100, ui=8601)
+PORTS = local_stack.Ports.from_settings(
+    Settings(mlflow_port=5100, airflow_port=8180, api_port=3100, ui_port=8601)
+)
 
 
 def test_the_ui_runs_for_viewers_without_a_deploy_button(tmp_path: Path) -> None:

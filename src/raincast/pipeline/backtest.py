@@ -61,7 +61,7 @@ from raincast.params import Params, params_hash
 from raincast.sources.csvfile import ReplaySource
 from raincast.steps.drift import drift_samples
 from raincast.steps.process import labelled_rows
-from raincast.steps.score import live_metrics, observed_outcomes, score_windows
+from raincast.steps.score import LIVE_METRICS, live_metrics, observed_outcomes, score_windows
 from raincast.steps.split import SplitWindows, split_by_time
 
 log = logging.getLogger(__name__)
@@ -79,16 +79,6 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "policy", "observation_date", "target_date", schema.LOCATION, "model_name",
     "model_version", "probability", "label", "outcome",
 )  # fmt: skip
-_METRICS = (
-    "f1",
-    "precision",
-    "recall",
-    "roc_auc",
-    "base_rate",
-    "predicted_positive_rate",
-    "mean_probability",
-    "calibration_error",
-)
 
 
 class BacktestError(ValueError):
@@ -483,7 +473,7 @@ def _predict_day(
 def _day_metrics(preds: pd.DataFrame) -> dict[str, float | None]:
     done = preds[preds["outcome"].notna()]
     if done.empty:
-        return dict.fromkeys(_METRICS)
+        return dict.fromkeys(LIVE_METRICS)
     return live_metrics(
         (done["outcome"] == "Yes").to_numpy(dtype=int),
         (done["label"] == "Yes").to_numpy(dtype=int),
@@ -746,7 +736,7 @@ def summarise(
             & (preds["observation_date"] >= lo)
             & (preds["observation_date"] <= hi)
         ]
-    m = _day_metrics(preds) if len(preds) else dict.fromkeys(_METRICS)
+    m = _day_metrics(preds) if len(preds) else dict.fromkeys(LIVE_METRICS)
     return PolicySummary(
         policy=policy,
         first_day=days[0].date,

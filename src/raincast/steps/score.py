@@ -21,6 +21,17 @@ from raincast.steps.predict import default_run_id
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOWS: tuple[int, ...] = (7, 30)
+#: The metrics `live_metrics` returns (None where nothing is scored yet).
+LIVE_METRICS: tuple[str, ...] = (
+    "f1",
+    "precision",
+    "recall",
+    "roc_auc",
+    "base_rate",
+    "predicted_positive_rate",
+    "mean_probability",
+    "calibration_error",
+)
 
 
 @dataclass(frozen=True)
@@ -145,18 +156,7 @@ def score_windows(
                 & (preds["target_date"] <= day.isoformat())
             ]
             done = in_window[in_window["outcome"].notna()]
-            metrics: dict[str, float | None] = dict.fromkeys(
-                (
-                    "f1",
-                    "precision",
-                    "recall",
-                    "roc_auc",
-                    "base_rate",
-                    "predicted_positive_rate",
-                    "mean_probability",
-                    "calibration_error",
-                )
-            )
+            metrics: dict[str, float | None] = dict.fromkeys(LIVE_METRICS)
             if len(done):
                 metrics = live_metrics(
                     (done["outcome"] == "Yes").to_numpy(dtype=int),
