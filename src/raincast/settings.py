@@ -100,7 +100,10 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Requests in flight per service; default 16 per worker."
     )
     api_poll_s: float = Field(
-        default=30.0, gt=0, description="How often a worker checks the registry's champion (s)."
+        default=30.0,
+        ge=0,
+        description="How often a worker checks the registry's champion (s); 0: never "
+        "(only /admin/reload swaps).",
     )
     api_access_log: bool = False
     api_public_prefix: str = Field(

@@ -213,7 +213,8 @@ def _service(settings: Settings, app: FastAPI) -> bentoml.Service[Any]:
             self._seen_version: str | None = None
             log.info("startup: %s", self.holder.refresh())
             self._observe_model()
-            self.holder.start_polling(settings.api_poll_s)
+            if settings.api_poll_s > 0:
+                self.holder.start_polling(settings.api_poll_s)
             settle_worker()  # the start-up heap out of every later full GC
 
         def __is_ready__(self) -> bool:
