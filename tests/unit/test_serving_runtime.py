@@ -128,3 +128,93 @@ def test_settle_worker_freezes_the_start_up_heap() -> None:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
     del kept
+
+
+# --- admission ----------------------------------------------------------------------------
+
+
+def _http(path: str = "/predict") -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": path}
+
+
+async def _answer(app: Any, path: str = "/predict") -> tuple[int, dict[bytes, bytes], bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(_http(path), receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body
+
+
+def test_admission_refuses_beyond_the_limit_at_once_and_counts_it() -> None:
+    refused: list[int] = []
+    release = asyncio.Event()
+
+    async def held(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await _ok_app(scope, receive, send)
+
+    async def scenario() -> list[tuple[int, dict[bytes, bytes], bytes]]:
+        admission = runtime.Admission(held, max_concurrency=2, on_refused=lambda: refused.append(1))
+        first = [asyncio.create_task(_answer(admission)) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert admission.in_flight == 2
+        third = await asyncio.wait_for(_answer(admission), 0.5)  # not queued behind the two
+        health = asyncio.create_task(_answer(admission, "/readyz"))  # bypasses the limit
+        await asyncio.sleep(0)
+        release.set()
+        done = [*(await asyncio.gather(*first)), third, await health]
+        assert admission.in_flight == 0
+        assert (await _answer(admission))[0] == 200  # a free slot again
+        return done
+
+    answers = asyncio.run(scenario())
+    assert [a[0] for a in answers] == [200, 200, 429, 200]
+    _, headers, body = answers[2]
+    assert headers[b"retry-after"] == b"1" and body == runtime.REFUSED_BODY
+    assert refused == [1]
+
+
+def test_admission_frees_the_slot_of_a_request_that_failed() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    async def scenario() -> int:
+        admission = runtime.Admission(broken, max_concurrency=1)
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                await _answer(admission)
+        return admission.in_flight
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_bentoml_builds_the_service_app_with_admission_outermost() -> None:
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware
+
+    original = ServiceAppFactory.__dict__["middlewares"]
+
+    @bentoml.service(name="admission-probe", traffic={"timeout": 5, "max_concurrency": 6})
+    class Probe:
+        @bentoml.api
+        def ping(self) -> str:
+            return "pong"
+
+    try:
+        assert runtime.patch_bentoml_admission()
+        assert runtime.patch_bentoml_admission()  # idempotent: wraps BentoML's, not itself
+        Probe.inject_config()
+        stack = ServiceAppFactory(Probe).middlewares
+    finally:
+        ServiceAppFactory.middlewares = original
+    classes = [layer.cls for layer in stack]
+    assert classes[0] is runtime.Admission and MaxConcurrencyMiddleware not in classes
+    assert stack[0].kwargs["max_concurrency"] == 6
+    assert "/readyz" in runtime.Admission(_ok_app, **stack[0].kwargs).skip_paths

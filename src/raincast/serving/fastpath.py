@@ -9,8 +9,9 @@ and every error body (422s with field paths, 503 without a model) come from its 
 So handlers only answer what they fully validated.
 
 Before a handler runs, the request yields to the event loop once. Requests that arrived
-together are then all in flight at the same time, so BentoML's concurrency limit
-(``traffic.max_concurrency``, the middleware outside this one) sees the real backlog and
+together are then all in flight at the same time, so the concurrency limit
+(``traffic.max_concurrency``, checked by `raincast.serving.runtime.Admission`, outermost)
+sees the real backlog and
 refuses the excess with 429 at once; without the yield, each request would finish before
 the next one is even counted and the backlog would wait unseen in the socket buffers.
 """

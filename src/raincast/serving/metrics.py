@@ -49,6 +49,12 @@ LOGINS = bentoml.metrics.Counter(
     labelnames=["outcome"],
 )
 
+REFUSED = bentoml.metrics.Counter(
+    name="raincast_requests_refused_total",
+    documentation="Requests refused with 429 at the concurrency limit, before BentoML's "
+    "own request metrics see them",
+)
+
 _served: dict[str, str | None] = {"version": None}
 
 
@@ -86,6 +92,10 @@ def reload(ok: bool) -> None:
 
 def auth_failure(reason: str) -> None:
     AUTH_FAILURES.labels(reason=reason).inc()
+
+
+def refused() -> None:
+    REFUSED.inc()
 
 
 def login(success: bool) -> None:

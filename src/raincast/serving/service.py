@@ -8,7 +8,9 @@ integration, methods get the service instance as ``self``): FastAPI gives the Op
 at ``/api/docs``. BentoML adds ``/livez``, ``/readyz`` (fails until a model is loaded, via
 ``__is_ready__``) and ``/metrics``, and its traffic settings: a request timeout and a
 concurrency limit (``max_concurrency``: requests beyond it get 429 at once; health and
-metrics bypass it).
+metrics bypass it). The limit is checked outermost, before BentoML's metrics and timeout
+middlewares (`raincast.serving.runtime.Admission`), so refusing costs next to nothing;
+refusals are counted in ``raincast_requests_refused_total``.
 
 Every request passes three ASGI middlewares of ours, so no route can forget them: the body
 size limit per endpoint (413, sized from the endpoint's row limit), JWT authentication
@@ -21,11 +23,11 @@ waits on them. The FastAPI routes below are the documented contract and answer o
 the fast path does not take (non-JSON content types), with the same bounded errors.
 
 Importing this module does nothing. `create_service(settings)` is the start-up: it checks
-the auth settings, sets MLflow's HTTP retry defaults, the JSON logs and the BentoML timer
-fix, and defines the service class (BentoML fixes workers, traffic and tracing when a
-class is decorated, so the class is built from the settings there). ``RainService``, the
-name `bentoml serve` imports, is the one edge that does work: reading it builds the service
-from a fresh `Settings` (environment and ``.env``), once per process.
+the auth settings, sets MLflow's HTTP retry defaults, the JSON logs and the two BentoML
+patches (timer, admission), and defines the service class (BentoML fixes workers, traffic
+and tracing when a class is decorated, so the class is built from the settings there).
+``RainService``, the name `bentoml serve` imports, is the one edge that does work: reading
+it builds the service from a fresh `Settings` (environment and ``.env``), once per process.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads a route's annotations when
@@ -67,7 +69,11 @@ from raincast.serving.monitor import (
     parse_choice,
     parse_int,
 )
-from raincast.serving.runtime import patch_bentoml_timeout, settle_worker
+from raincast.serving.runtime import (
+    patch_bentoml_admission,
+    patch_bentoml_timeout,
+    settle_worker,
+)
 from raincast.serving.schemas import (
     BASE_BODY_BYTES,
     BatchRequest,
@@ -111,6 +117,7 @@ def create_service(settings: Settings) -> bentoml.Service[Any]:
         os.environ.setdefault(name, value)
     configure_json_logs(settings.log_level)
     patch_bentoml_timeout()  # before BentoML builds the app; see raincast.serving.runtime
+    patch_bentoml_admission(on_refused=metrics.refused)
 
     app = _fastapi_app(settings.api_public_prefix)
     service = _service(settings, app)
