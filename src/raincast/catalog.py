@@ -71,6 +71,16 @@ IMPORTANCE = _a(
 DRIFT_DIR = DRIFT.path.parent
 PLOTS_DIR = ROC.path.parent
 
+# --- backtest results (outside DVC: `raincast backtest` writes them, the API reads them) -----
+# File names inside `Settings.backtest_results_dir` (or the command's --out folder).
+
+#: The result: run metadata, per-policy summary, retrains and the per-day rows.
+BACKTEST_RESULT = "backtest.json"
+#: The same without the per-day rows (the committed benchmark, ``bench/results``).
+BACKTEST_SUMMARY = "backtest_summary.json"
+#: The plots: rolling live scores per policy, the retrains, the compute.
+BACKTEST_PLOTS = ("backtest_rolling.png", "backtest_retrains.png", "backtest_compute.png")
+
 
 @dataclass(frozen=True)
 class Stage:

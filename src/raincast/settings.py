@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     api_max_body_bytes: int | None = Field(
         default=None, gt=0, description="Caps every path's body limit further (bytes)."
     )
+    backtest_dir: Path | None = Field(
+        default=None,
+        description="Backtest results: `raincast backtest` writes them there, GET /backtest "
+        "reads them; default <home>/backtest.",
+    )
 
     # --- tokens and users (the API and `raincast users`) ------------------------------------
     jwt_secret: SecretStr = Field(
@@ -185,3 +190,8 @@ class Settings(BaseSettings):
     @property
     def lock_dir(self) -> Path:
         return self.state_dir / "locks"
+
+    @property
+    def backtest_results_dir(self) -> Path:
+        """Where `raincast backtest` writes by default and the API's ``GET /backtest`` reads."""
+        return self.backtest_dir or self.state_dir / "backtest"

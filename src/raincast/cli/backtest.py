@@ -39,7 +39,9 @@ def backtest(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Folder for backtest.json and the plots (default: <home>/backtest)."
+            "--out",
+            help="Folder for backtest.json and the plots (default: RAINCAST_BACKTEST_DIR, "
+            "else <home>/backtest; the API's GET /backtest reads that folder).",
         ),
     ] = None,
 ) -> None:
@@ -64,7 +66,7 @@ def backtest(
     except (ValueError, OSError) as err:  # BacktestError and SourceFileError are ValueErrors
         raise fail(one_line(err)) from err
     result.meta |= {"data": data.name, "quarantined_rows": quarantined}
-    paths = save_result(result, out or settings.state_dir / "backtest")
+    paths = save_result(result, out or settings.backtest_results_dir)
     typer.echo(summary_table(list(result.summaries.values())))
     typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
 
@@ -118,10 +120,14 @@ def summary_table(summaries: list[PolicySummary]) -> str:
 
 def save_result(result: BacktestResult, out_dir: Path) -> list[Path]:
     """Write ``backtest.json`` and the plots ``backtest_rolling.png`` (rolling live AUC and
-    F1 per policy), ``backtest_retrains.png`` and ``backtest_compute.png`` to ``out_dir``."""
+    F1 per policy), ``backtest_retrains.png`` and ``backtest_compute.png`` to ``out_dir``.
+    Each file is replaced whole: the API may be reading the folder meanwhile."""
+    from raincast.catalog import BACKTEST_RESULT, replace_atomically
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "backtest.json"
-    path.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
+    path = out_dir / BACKTEST_RESULT
+    text = json.dumps(result.as_dict(), indent=2, default=str) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
     return [path, *_plots(result, out_dir)]
 
 
@@ -134,6 +140,7 @@ def _plots(result: BacktestResult, out: Path) -> list[Path]:
     import numpy as np
     import pandas as pd
 
+    from raincast.catalog import BACKTEST_PLOTS, replace_atomically
     from raincast.pipeline.backtest import ROLLING_DAYS
 
     def date_axis(ax: Any) -> None:
@@ -144,6 +151,7 @@ def _plots(result: BacktestResult, out: Path) -> list[Path]:
     frame = pd.DataFrame([asdict(d) for d in result.days])
     frame["day"] = pd.to_datetime(frame["date"])
     paths = []
+    rolling_png, retrains_png, compute_png = BACKTEST_PLOTS
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for policy, part in frame.groupby("policy", sort=False):
@@ -159,8 +167,8 @@ def _plots(result: BacktestResult, out: Path) -> list[Path]:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", fontsize=8, ncols=len(labels))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    paths.append(out / "backtest_rolling.png")
-    fig.savefig(paths[-1], dpi=90)
+    paths.append(out / rolling_png)
+    replace_atomically(paths[-1], lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(result.policies) + 1.2))
@@ -181,8 +189,8 @@ def _plots(result: BacktestResult, out: Path) -> list[Path]:
     ax.legend(loc="upper right", fontsize=8, ncols=3)
     date_axis(ax)
     fig.tight_layout()
-    paths.append(out / "backtest_retrains.png")
-    fig.savefig(paths[-1], dpi=90)
+    paths.append(out / retrains_png)
+    replace_atomically(paths[-1], lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -202,7 +210,7 @@ def _plots(result: BacktestResult, out: Path) -> list[Path]:
     right.set(title="Compute per policy", ylabel="minutes")
     right.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out / "backtest_compute.png")
-    fig.savefig(paths[-1], dpi=90)
+    paths.append(out / compute_png)
+    replace_atomically(paths[-1], lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
     return paths
