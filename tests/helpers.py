@@ -1,5 +1,5 @@
-"""Shared test builders: a source of fixed rows, the two-writers upsert race and the
-waiting-advisory-locks probe.
+"""Shared test builders: a source of fixed rows, the two-writers upsert race, the
+waiting-advisory-locks probe and backtest result files.
 
 The builders bench/ uses too (free ports, logged servers, a small champion) live in
 `testbed`; they are re-exported here for the tests that still import them from here.
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -30,12 +32,16 @@ from raincast import schema
 from raincast.data import store
 
 __all__ = [
+    "BACKTEST_START",
+    "BENCH_RESULTS",
     "FixedRows",
     "api_command",
+    "backtest_result_body",
     "free_port",
     "http_status",
     "labelled_rows",
     "mlflow_server_command",
+    "policy_summary",
     "race_two_upserts",
     "start_logged",
     "start_mlflow_server",
@@ -102,3 +108,68 @@ def waiting_advisory_locks(engine: sa.Engine) -> int:
                 sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
             ).scalar_one()
         )
+
+
+# --- backtest result files ----------------------------------------------------------------------
+
+#: The committed benchmark: a backtest summary (no per-day rows) and its three plots.
+BENCH_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+BACKTEST_START = date(2020, 1, 1)
+
+
+def policy_summary(policy: str, days: int, retrains: int, promotions: int) -> dict[str, Any]:
+    """A `PolicySummary` as `BacktestResult.as_dict` writes it."""
+    return {
+        "policy": policy, "first_day": "2020-01-01", "last_day": "2020-01-10", "days": days,
+        "n_predictions": 470, "n_scored": 460, "roc_auc": 0.9, "f1": 0.66, "precision": 0.6,
+        "recall": 0.7, "mean_rolling_roc_auc": 0.89, "mean_rolling_f1": 0.65,
+        "retrains": retrains, "failed_retrains": 0, "promotions": promotions,
+        "drift_checks": 0, "compute_seconds": 120.0, "fit_seconds": 100.0, "drift_seconds": 0.0,
+    }  # fmt: skip
+
+
+def day_row(policy: str, i: int, promoted: bool | None = None) -> dict[str, Any]:
+    """A `DayRow` as written (the fields the API ignores included)."""
+    return {
+        "date": (BACKTEST_START + timedelta(days=i)).isoformat(), "policy": policy,
+        "champion_version": "2019-12-31", "champion_data_through": "2019-12-30",
+        "n_rows": 47, "n_scored": 46, "f1": 0.6, "roc_auc": 0.88,
+        "rolling_f1": 0.6 + i / 10_000, "rolling_roc_auc": 0.9 - i / 10_000,
+        "rolling_n_scored": 46 * (i + 1), "retrained": promoted is not None,
+        "retrain_failed": False, "promoted": promoted, "compute_seconds": 1.5,
+    }  # fmt: skip
+
+
+def backtest_result_body(n_days: int = 10, promoted_on: int = 4) -> dict[str, Any]:
+    """A two-policy result: ``daily`` promoted once, ``never`` never retrained."""
+    days = [
+        day_row(p, i, (i == promoted_on) if p == "daily" else None)
+        for i in range(n_days)
+        for p in ("daily", "never")
+    ]
+    retrain = {
+        "policy": "daily", "day": (BACKTEST_START + timedelta(days=promoted_on)).isoformat(),
+        "version": "2020-01-05", "promoted": True,
+        "reasons": ["F1 0.67 vs champion 0.66 (gain +0.01, needs >= 0.002): ok"],
+        "candidate": {"version": "2020-01-05", "f1": 0.67, "roc_auc": 0.91, "threshold": 0.3},
+        "champion": {"version": "2019-12-31", "f1": 0.66, "roc_auc": 0.9, "threshold": 0.33},
+        "error": "",
+    }  # fmt: skip
+    return {
+        "meta": {"data": "w.csv.gz", "quarantined_rows": 0},
+        "start": BACKTEST_START.isoformat(),
+        "end": (BACKTEST_START + timedelta(days=n_days - 1)).isoformat(),
+        "policies": ["daily", "never"],
+        "last_days": {"daily": "2020-01-10", "never": "2020-01-10"},
+        "history": {"first_day": "2019-01-01", "last_day": "2019-12-31", "rows": 1000},
+        "params": {"split": "a1", "train": "b2", "promote": "c3", "drift": "d4"},
+        "distinct_fits": 3,
+        "wall_seconds": 61.5,
+        "summary": {
+            "daily": policy_summary("daily", n_days, n_days, 1),
+            "never": policy_summary("never", n_days, 0, 0),
+        },
+        "initial": {"policy": "*", "day": "2019-12-31", "promoted": True, "reasons": []},
+        "retrains": [retrain],
+        "days": days,
+    }

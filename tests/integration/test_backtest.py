@@ -17,9 +17,12 @@ from testbed.params_file import small_model_params, write_params
 from typer.testing import CliRunner
 
 from raincast import schema
+from raincast.catalog import BACKTEST_PLOTS, BACKTEST_RESULT
 from raincast.cli import app
 from raincast.params import Params
 from raincast.pipeline import backtest as bt
+from raincast.serving.backtest import BacktestResults
+from raincast.settings import Settings
 from raincast.sources.synthetic import SyntheticSource
 
 pytestmark = pytest.mark.slow
@@ -198,6 +201,39 @@ def test_the_command_writes_the_json_and_the_plots(
     assert body["summary"]["weekly"]["retrains"] == 1 and body["summary"]["never"]["retrains"] == 0
     assert len(body["days"]) == 2 * 3
     assert "| weekly | 3 |" in done.output  # the summary table
+
+
+def test_the_api_serves_what_the_command_writes_to_the_configured_folder(
+    observations: pd.DataFrame, tmp_path: Path
+) -> None:
+    """RAINCAST_BACKTEST_DIR is where the command writes and the API reads (one setting)."""
+    write_params(tmp_path, OVERRIDES)
+    csv = _write_csv(observations[observations[schema.DATE] <= "2020-03-10"], tmp_path / "w.csv.gz")
+    folder = tmp_path / "results"
+    env = {
+        "RAINCAST_PROJECT_DIR": str(tmp_path),
+        "RAINCAST_HOME": str(tmp_path / "var"),
+        "RAINCAST_BACKTEST_DIR": str(folder),
+    }
+    args = ["backtest", "--data", str(csv), "--start", "2020-03-01", "--end", "2020-03-03"]
+    done = runner.invoke(app, [*args, "--policy", "daily", "--policy", "never"], env=env)
+    assert done.exit_code == 0, done.output
+    assert not (tmp_path / "var" / "backtest").exists()
+    written = json.loads((folder / BACKTEST_RESULT).read_text())
+
+    results = BacktestResults(Settings(backtest_dir=folder).backtest_results_dir)
+    answer = results.summary()
+    assert answer["source"] == BACKTEST_RESULT and answer["policies"] == ["daily", "never"]
+    assert answer["summary"] == [written["summary"][p] for p in ("daily", "never")]
+    assert answer["retrains"] == written["retrains"] and len(answer["retrains"]) == 3
+    assert answer["n_days"] == len(written["days"]) == 6
+    assert [(r["policy"], r["date"]) for r in answer["rolling"]] == [
+        (p, f"2020-03-0{d}") for p in ("daily", "never") for d in (1, 2, 3)
+    ]
+    assert answer["plots"] == list(BACKTEST_PLOTS)
+    for name in BACKTEST_PLOTS:
+        assert results.plot(name) == (folder / name).read_bytes()
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temp files
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import bentoml
@@ -55,6 +55,11 @@ from raincast.serving.auth import (
     JWTMiddleware,
     route_path,
     send_json_bytes,
+)
+from raincast.serving.backtest import (
+    BacktestNotFoundError,
+    BacktestResults,
+    BacktestUnreadableError,
 )
 from raincast.serving.fastpath import FastRoutes, replay_body
 from raincast.serving.model import LoadedModel, ModelHolder
@@ -85,6 +90,8 @@ from raincast.serving.schemas import (
 from raincast.settings import Settings
 
 log = logging.getLogger("raincast.serving")
+
+T = TypeVar("T")
 
 #: A registry outage must cost a refresh seconds, not MLflow's default minutes of retries
 #: (the admin reload would hit the request timeout). Explicit settings win.
@@ -217,6 +224,8 @@ def _service(settings: Settings, app: FastAPI) -> bentoml.Service[Any]:
             # Monitor reads the raw store read-only (RAINCAST_STORE_URL; compose: the
             # reader role).
             self.monitor = MonitorStore(settings.raw_store_url, settings.model_name)
+            # What `raincast backtest` wrote (read-only; RAINCAST_BACKTEST_DIR).
+            self.backtests = BacktestResults(settings.backtest_results_dir)
             self._seen_version: str | None = None
             log.info("startup: %s", self.holder.refresh())
             self._observe_model()
@@ -302,6 +311,25 @@ def _service(settings: Settings, app: FastAPI) -> bentoml.Service[Any]:
             model = self.holder.current
             return _monitor(lambda: self.monitor.champions(model.version if model else None))
 
+        # --- Backtest: the last `raincast backtest`'s results, read-only (issue 20) ---------------
+
+        @app.get("/backtest")
+        def backtest(self) -> dict[str, Any]:
+            """The last backtest: run metadata, per-policy summary, retrains with their
+            decisions, each policy's rolling live scores (thinned) and the plots there are."""
+            return _backtest(self.backtests.summary)
+
+        @app.get(
+            "/backtest/plots/{name}",
+            response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "the plot"}},
+        )
+        def backtest_plot(self, name: str) -> Response:
+            """A backtest plot (PNG): backtest_rolling.png, backtest_retrains.png or
+            backtest_compute.png; any other name is 404."""
+            png = _backtest(lambda: self.backtests.plot(name))
+            return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
         @app.post("/admin/reload")
         def reload(self) -> Any:
             """Re-resolve the champion alias now (admin role)."""
@@ -375,6 +403,16 @@ def _monitor(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         raise HTTPException(422, str(err)) from None
     except StoreUnavailableError as err:
         raise HTTPException(503, str(err)) from None
+
+
+def _backtest(answer: Callable[[], T]) -> T:
+    """A Backtest answer; 404 / 500 with the reason instead of a traceback."""
+    try:
+        return answer()
+    except BacktestNotFoundError as err:
+        raise HTTPException(404, str(err)) from None
+    except BacktestUnreadableError as err:
+        raise HTTPException(500, str(err)) from None
 
 
 def _serving_model() -> LoadedModel | None:
