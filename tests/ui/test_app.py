@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import date
@@ -15,6 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from raincast import schema
+from raincast.catalog import BACKTEST_PLOTS
+from raincast.serving.backtest import BacktestResults, parse_result, summary_answer
 from raincast.ui.client import (
     ApiError,
     ApiUnavailable,
@@ -23,13 +26,16 @@ from raincast.ui.client import (
     Forbidden,
     InvalidInput,
     LoginFailed,
+    NotFound,
     PayloadTooLarge,
     Prediction,
     RateLimited,
     SessionExpired,
 )
+from tests.helpers import BENCH_RESULTS, backtest_result_body
 
 APP = Path(__file__).resolve().parents[2] / "src" / "raincast" / "ui" / "app.py"
+NO_RESULTS = "no backtest results yet: run `raincast backtest --data FILE --start A --end B`"
 PASSWORD = "correct-horse-battery"
 CSV = (
     b"Date,Location,MinTemp,MaxTemp,Rainfall,Evaporation,Sunshine,WindGustDir,WindGustSpeed,"
@@ -57,6 +63,11 @@ class StubApi:
         }
         self.monitor_fail: dict[str, Exception] = {}
         self.reliability_calls: list[tuple[str | None, int]] = []
+        #: ``GET /backtest``'s answer; None: the API's 404 (no results yet).
+        self.backtest_body: dict[str, Any] | None = None
+        self.backtest_fail: Exception | None = None
+        self.plot_fail: dict[str, Exception] = {}
+        self.plot_calls: list[str] = []
 
     def _maybe_fail(self) -> None:
         if self.fail is not None:
@@ -117,6 +128,20 @@ class StubApi:
     def monitor_champions(self) -> dict[str, Any]:
         return self._monitor("champions")
 
+    def backtest(self) -> dict[str, Any]:
+        self._maybe_fail()
+        if self.backtest_fail is not None:
+            raise self.backtest_fail
+        if self.backtest_body is None:
+            raise NotFound(NO_RESULTS)
+        return self.backtest_body
+
+    def backtest_plot(self, name: str) -> bytes:
+        self.plot_calls.append(name)
+        if name in self.plot_fail:
+            raise self.plot_fail[name]
+        return (BENCH_RESULTS / name).read_bytes()
+
 
 @pytest.fixture
 def stub() -> StubApi:
@@ -165,7 +190,13 @@ def test_login_success_shows_the_pages(app: AppTest) -> None:
     log_in(app)
     assert_clean(app)
     assert app.session_state["token"] == "token-1"
-    assert list(app.sidebar.radio(key="page").options) == ["Predict", "Batch", "Model", "Monitor"]
+    assert list(app.sidebar.radio(key="page").options) == [
+        "Predict",
+        "Batch",
+        "Model",
+        "Monitor",
+        "Backtest",
+    ]
     assert "bob-user" in app.sidebar.markdown[0].value
 
 
@@ -630,7 +661,8 @@ def test_the_app_never_imports_the_model_stack_nor_the_store() -> None:
 
 
 @pytest.mark.parametrize(
-    ("asked", "shown"), [("Monitor", "Monitor"), ("Model", "Model"), ("Nope", "Predict")]
+    ("asked", "shown"),
+    [("Monitor", "Monitor"), ("Model", "Model"), ("Backtest", "Backtest"), ("Nope", "Predict")],
 )
 def test_the_url_names_the_page_to_open_after_login(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: StubApi, asked: str, shown: str
@@ -642,7 +674,144 @@ def test_the_url_names_the_page_to_open_after_login(
     log_in(at.run())
     assert_clean(at)
     assert at.sidebar.radio(key="page").value == shown
-    assert at.header[0].value == {"Monitor": "Monitor", "Model": "Served model"}.get(
-        shown, "Will it rain tomorrow?"
-    )
+    assert at.header[0].value == {
+        "Monitor": "Monitor",
+        "Model": "Served model",
+        "Backtest": "Backtest",
+    }.get(shown, "Will it rain tomorrow?")
     assert at.query_params["page"] == shown
+
+
+# --- backtest ------------------------------------------------------------------------------
+# The answers are the API's own (`raincast.serving.backtest`) for a hand-made result with
+# per-day rows, and for the committed benchmark summary (no per-day rows).
+
+
+def full_backtest() -> dict[str, Any]:
+    body = json.dumps(backtest_result_body()).encode()
+    return summary_answer(
+        parse_result(body, "backtest.json"), "backtest.json", list(BACKTEST_PLOTS)
+    )
+
+
+def images(at: AppTest) -> list[str]:
+    return [caption for image in at.image for caption in image.captions]
+
+
+def test_backtest_page_without_results_says_how_to_make_them(app: AppTest, stub: StubApi) -> None:
+    log_in(app)
+    go_to(app, "Backtest")
+    assert_clean(app)
+    (info,) = infos(app)
+    assert info.startswith("No backtest results yet. Run `raincast backtest --data FILE")
+    assert "RAINCAST_BACKTEST_DIR" in info and "bench/results" in info
+    assert any(c.value == f"The API says: {NO_RESULTS}" for c in app.caption)
+    assert not errors(app) and not app.dataframe and not app.image
+    assert stub.plot_calls == []
+
+
+def test_backtest_page_shows_the_policy_table_the_series_the_decisions_and_the_plots(
+    app: AppTest, stub: StubApi
+) -> None:
+    stub.backtest_body = full_backtest()
+    log_in(app)
+    go_to(app, "Backtest")
+    assert_clean(app)
+    assert not infos(app) and not errors(app)
+    table, retrains = (d.value for d in app.dataframe)
+    assert table["policy"].tolist() == ["daily", "never"]
+    assert table[
+        ["live ROC AUC", "live F1", "retrains", "promotions", "compute (min)"]
+    ].values.tolist() == [
+        [0.9, 0.66, 10, 1, 2.0],
+        [0.9, 0.66, 0, 0, 2.0],
+    ]
+    assert retrains[
+        ["day", "policy", "decision", "candidate F1", "champion F1"]
+    ].values.tolist() == [["2020-01-05", "daily", "promoted", 0.67, 0.66]]
+    assert "gain +0.01" in retrains["why"].iloc[0]
+    drawn = app.get("vega_lite_chart")
+    assert len(drawn) == 2  # rolling ROC AUC and rolling F1
+    for chart, (drawn_metric, other) in zip(
+        drawn, [("rolling_roc_auc", "rolling_f1"), ("rolling_f1", "rolling_roc_auc")], strict=True
+    ):
+        (data,) = [
+            pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets
+        ]
+        assert sorted(set(data["policy"])) == ["daily", "never"] and len(data) == 20
+        assert drawn_metric in chart.proto.spec and other not in chart.proto.spec
+    assert stub.plot_calls == list(BACKTEST_PLOTS)
+    assert images(app) == [
+        "Rolling live ROC AUC and F1 per policy (dots: promotions)",
+        "Retrains per policy: promoted, blocked by the rule, or failed",
+        "Compute: cumulative per policy, and split by kind",
+    ]
+    assert any(
+        c.value.startswith("2020-01-01 to 2020-01-10 · policies daily, never") for c in app.caption
+    )
+
+
+def test_backtest_page_of_the_committed_summary_shows_its_plots_in_place_of_a_series(
+    app: AppTest, stub: StubApi
+) -> None:
+    stub.backtest_body = BacktestResults(BENCH_RESULTS).summary()
+    log_in(app)
+    go_to(app, "Backtest")
+    assert_clean(app)
+    table = app.dataframe[0].value
+    assert table.set_index("policy")[["retrains", "failed retrains", "promotions"]].to_dict(
+        "index"
+    ) == {
+        "monthly": {"retrains": 12, "failed retrains": 2, "promotions": 4},
+        "never": {"retrains": 0, "failed retrains": 0, "promotions": 0},
+    }
+    assert table["live ROC AUC"].tolist() == [0.903, 0.902]
+    assert len(app.dataframe[1].value) == 12  # monthly's retrains
+    (info,) = infos(app)
+    assert info.startswith("This result holds no per-day rows")
+    assert not app.get("vega_lite_chart")
+    assert len(images(app)) == 3
+    summary_line = next(c.value for c in app.caption if c.value.startswith("2017-06-25"))
+    assert "data weatherAUS_rattle-5.6.2_2007-2026.csv.gz" in summary_line
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ApiUnavailable("The API failed (HTTP 500): backtest.json is not a backtest result (x)"),
+        ApiUnavailable("Cannot reach the prediction API at http://x:1. Is it running?"),
+        Forbidden(),
+    ],
+    ids=["corrupt", "down", "403"],
+)
+def test_backtest_page_api_failure_is_a_message(
+    app: AppTest, stub: StubApi, failure: Exception
+) -> None:
+    stub.backtest_fail = failure
+    log_in(app)
+    go_to(app, "Backtest")
+    assert_clean(app)
+    assert errors(app) == [str(failure)]
+    assert not infos(app) and not app.dataframe and not app.image
+    assert app.session_state["token"] == "token-1"
+
+
+def test_backtest_page_one_plot_failing_keeps_the_rest(app: AppTest, stub: StubApi) -> None:
+    stub.backtest_body = full_backtest()
+    stub.plot_fail["backtest_retrains.png"] = ApiUnavailable(
+        "The API failed (HTTP 500): backtest_retrains.png is not a PNG image"
+    )
+    log_in(app)
+    go_to(app, "Backtest")
+    assert_clean(app)
+    assert errors(app) == ["The API failed (HTTP 500): backtest_retrains.png is not a PNG image"]
+    assert len(images(app)) == 2 and len(app.dataframe) == 2
+
+
+def test_backtest_page_expired_session_asks_to_log_in_again(app: AppTest, stub: StubApi) -> None:
+    stub.backtest_fail = SessionExpired()
+    log_in(app)
+    go_to(app, "Backtest")
+    assert_clean(app)
+    assert "token" not in app.session_state
+    assert "session expired" in app.warning[0].value.lower()

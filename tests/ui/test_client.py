@@ -18,6 +18,7 @@ from raincast.ui.client import (
     Forbidden,
     InvalidInput,
     LoginFailed,
+    NotFound,
     PayloadTooLarge,
     RateLimited,
     SessionExpired,
@@ -300,3 +301,76 @@ def test_a_slow_monitor_endpoint_times_out(fake: FakeApi, client: ApiClient) -> 
     client.timeout = 0.2
     with pytest.raises(ApiUnavailable, match=r"did not answer within 0\.2 s"):
         client.monitor_drift()
+
+
+# --- /backtest -----------------------------------------------------------------------------
+
+BACKTEST = {
+    "source": "backtest.json", "start": "2020-01-01", "end": "2020-01-10",
+    "policies": ["never"], "summary": [{"policy": "never", "days": 10, "roc_auc": 0.9,
+    "f1": 0.6, "retrains": 0, "promotions": 0, "compute_seconds": 3.0}],
+    "retrains": [], "rolling": [], "plots": ["backtest_rolling.png"],
+}  # fmt: skip
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def test_backtest_gets_the_results_with_the_token(fake: FakeApi, client: ApiClient) -> None:
+    fake.replies["/backtest"] = (200, {}, BACKTEST)
+    assert client.backtest() == BACKTEST
+    ((method, path, headers, _),) = fake.requests
+    assert (method, path, headers["Authorization"]) == ("GET", "/backtest", "Bearer tok")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "text"),
+    [
+        (404, {"detail": "no backtest results yet: run `raincast backtest ...`"}, NotFound,
+         "(HTTP 404): no backtest results yet: run `raincast backtest ...`"),
+        (500, {"detail": "backtest.json is not a backtest result (not JSON)"}, ApiUnavailable,
+         "The API failed (HTTP 500): backtest.json is not a backtest result (not JSON)"),
+        (500, b"Internal Server Error", ApiUnavailable, "(HTTP 500); try again later"),
+        (401, {"detail": "invalid or missing token"}, SessionExpired, "session expired"),
+        (200, {"source": "backtest.json"}, ApiUnavailable, "unexpected answer for /backtest"),
+    ],
+    ids=["404", "500-reason", "500-bare", "401", "no-summary"],
+)  # fmt: skip
+def test_backtest_failures_have_their_exception_and_message(
+    fake: FakeApi, client: ApiClient, status: int, body: Any, error: type[ApiError], text: str
+) -> None:
+    fake.replies["/backtest"] = (status, {}, body)
+    with pytest.raises(error) as caught:
+        client.backtest()
+    assert text in str(caught.value)
+    if isinstance(caught.value, NotFound):
+        assert caught.value.detail == body["detail"]  # type: ignore[index]
+
+
+def test_a_backtest_plot_is_its_png_bytes(fake: FakeApi, client: ApiClient) -> None:
+    fake.replies["/backtest/plots/backtest_rolling.png"] = (200, {"Content-Type": "image/png"}, PNG)
+    assert client.backtest_plot("backtest_rolling.png") == PNG
+    ((_, _, headers, _),) = fake.requests
+    assert headers["Authorization"] == "Bearer tok"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "error", "text"),
+    [
+        (200, {}, {"detail": "ok"}, ApiUnavailable, "unexpected answer for the plot"),
+        (404, {}, {"detail": "no such plot"}, NotFound, "no such plot"),
+        (500, {}, {"detail": "backtest_rolling.png is not a PNG image"}, ApiUnavailable,
+         "not a PNG image"),
+    ],
+    ids=["json-not-png", "404", "500"],
+)  # fmt: skip
+def test_a_backtest_plot_failure_is_an_error(
+    fake: FakeApi,
+    client: ApiClient,
+    status: int,
+    headers: dict[str, str],
+    body: Any,
+    error: type[ApiError],
+    text: str,
+) -> None:
+    fake.replies["/backtest/plots/backtest_rolling.png"] = (status, headers, body)
+    with pytest.raises(error, match=text):
+        client.backtest_plot("backtest_rolling.png")

@@ -1,6 +1,8 @@
 """raincast demo UI: log in, predict one day, predict an uploaded CSV, look at the served
-model and how it does. It only talks to the prediction API over HTTP: it never loads the
-model and never reads the raw store (history and monitoring come from ``/monitor/*``).
+model, how it does and how retrain policies compare in a backtest. It only talks to the
+prediction API over HTTP: it never loads the model, never reads the raw store nor the
+backtest's files (history and monitoring come from ``/monitor/*``, backtest results from
+``/backtest``).
 
     RAINCAST_API_URL=http://127.0.0.1:3000 streamlit run src/raincast/ui/app.py
 
@@ -10,6 +12,7 @@ before the first run (see tests/ui/test_app.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -22,14 +25,14 @@ from raincast import schema
 from raincast.settings import Settings
 from raincast.ui import charts
 from raincast.ui.batch import UploadError, read_upload, to_columns, with_predictions
-from raincast.ui.client import ApiClient, ApiError, InvalidInput, SessionExpired
+from raincast.ui.client import ApiClient, ApiError, InvalidInput, NotFound, SessionExpired
 from raincast.ui.defaults import typical_inputs
 
 log = logging.getLogger("raincast.ui")
 
 T = TypeVar("T")
 
-PAGES = ("Predict", "Batch", "Model", "Monitor")
+PAGES = ("Predict", "Batch", "Model", "Monitor", "Backtest")
 MISSING = "(missing)"
 EXPIRED = "Your session expired, please log in again."
 DEFAULT_STATION = "Sydney"
@@ -46,6 +49,18 @@ HISTORY_COLUMNS = (
     "decided_at", "action", "decision", "candidate_version", "champion_before",
     "champion_after", "candidate_f1", "champion_f1",
 )  # fmt: skip
+#: What each backtest plot shows (the API lists the plots a run wrote).
+BACKTEST_PLOTS = {
+    "backtest_rolling.png": "Rolling live ROC AUC and F1 per policy (dots: promotions)",
+    "backtest_retrains.png": "Retrains per policy: promoted, blocked by the rule, or failed",
+    "backtest_compute.png": "Compute: cumulative per policy, and split by kind",
+}
+NO_BACKTEST = (
+    "No backtest results yet. Run `raincast backtest --data FILE --start A --end B` where "
+    "the API runs: it writes to the folder the API reads (`RAINCAST_BACKTEST_DIR`, default "
+    "`<RAINCAST_HOME>/backtest`). To look at the committed benchmark, start the API with "
+    "`RAINCAST_BACKTEST_DIR=bench/results`."
+)
 #: Form widgets whose values survive a visit to another page (Streamlit drops the state of
 #: widgets that are not drawn, so the predict page restores them from a plain copy).
 INPUT_KEYS = tuple(f"in_{c}" for c in schema.INPUT_COLUMNS)
@@ -436,6 +451,103 @@ def champion_section(client: ApiClient) -> None:
         st.altair_chart(chart, width="stretch")
 
 
+def backtest_page() -> None:
+    st.header("Backtest")
+    st.caption(
+        "Retrain policies replayed day by day on past data (`raincast backtest`): each day "
+        "the policy's champion predicts and is scored on the next day's rain; at the end of "
+        "the day the policy may retrain, and the promotion rule decides."
+    )
+    client = api_client()
+    body = call_api(lambda: backtest_results(client))
+    if body is None:
+        return
+    st.caption(run_summary(body))
+    with st.container(key="backtest-summary"):
+        st.subheader("Per policy")
+        st.caption(
+            "Live scores over every scored prediction of the run; the mean rolling scores "
+            "average each day's 30-day window. Compute is what the policy would cost alone."
+        )
+        st.dataframe(charts.backtest_summary(body), hide_index=True)
+    with st.container(key="backtest-rolling"):
+        rolling_section(body)
+    with st.container(key="backtest-retrains"):
+        retrains_section(body)
+    with st.container(key="backtest-plots"):
+        plots_section(client, body)
+
+
+def backtest_results(client: ApiClient) -> dict[str, Any] | None:
+    """The API's backtest results; None, after saying how to make them, when there are none."""
+    try:
+        return client.backtest()
+    except NotFound as err:
+        st.info(NO_BACKTEST)
+        st.caption(f"The API says: {err.detail}")
+        return None
+
+
+def run_summary(body: dict[str, Any]) -> str:
+    """One line on the run: days replayed, policies, history, data file, when."""
+    parts = [f"{body.get('start')} to {body.get('end')}"]
+    parts.append("policies " + ", ".join(body.get("policies") or []))
+    history = body.get("history") or {}
+    if history.get("first_day"):
+        rows = f", {int(history['rows']):,} rows" if history.get("rows") else ""
+        parts.append(f"history {history['first_day']} to {history.get('last_day')}{rows}")
+    meta = body.get("meta") or {}
+    data = meta.get("data")
+    name = data.get("file") if isinstance(data, dict) else data
+    if name:
+        parts.append(f"data {name}")
+    if meta.get("when"):
+        parts.append(f"run {meta['when']}")
+    if body.get("wall_seconds"):
+        parts.append(f"{float(body['wall_seconds']) / 60:.1f} min")
+    return " · ".join(parts)
+
+
+def rolling_section(body: dict[str, Any]) -> None:
+    st.subheader("Rolling live scores")
+    rolling = charts.backtest_rolling(body)
+    if rolling.empty:
+        st.info(
+            "This result holds no per-day rows (a summary file), so there is no series to "
+            "draw here; the plots below show it."
+        )
+        return
+    policies = list(body.get("policies") or [])
+    left, right = st.columns(2)
+    for column, metric in zip((left, right), charts.ROLLING_METRICS, strict=True):
+        chart = charts.backtest_rolling_chart(rolling, metric, policies)
+        if chart is None:
+            column.info(f"No rolling {charts.ROLLING_METRICS[metric]} yet (too few scored days).")
+        else:
+            column.altair_chart(chart, width="stretch")
+
+
+def retrains_section(body: dict[str, Any]) -> None:
+    st.subheader("Retrains and decisions")
+    retrains = charts.backtest_retrains(body)
+    if retrains.empty:
+        st.info("No policy retrained in this run (e.g. only `never`).")
+        return
+    st.dataframe(retrains, hide_index=True)
+
+
+def plots_section(client: ApiClient, body: dict[str, Any]) -> None:
+    st.subheader("Plots of the run")
+    names = [n for n in body.get("plots") or [] if n in BACKTEST_PLOTS]
+    if not names:
+        st.info("The run wrote no plots.")
+        return
+    for name in names:
+        png = call_api(functools.partial(client.backtest_plot, name))
+        if png is not None:
+            st.image(png, caption=BACKTEST_PLOTS[name])
+
+
 def readable_time(value: Any) -> str:
     """``2026-01-02T03:04:05+00:00`` -> ``2026-01-02 03:04 UTC``; "unknown" for nothing."""
     if not value:
@@ -454,6 +566,7 @@ PAGE_VIEWS: dict[str, Callable[[], None]] = {
     "Batch": batch_page,
     "Model": model_page,
     "Monitor": monitor_page,
+    "Backtest": backtest_page,
 }
 
 

@@ -1,4 +1,5 @@
-"""The Monitor page's plots, built from the API's ``/monitor/*`` answers.
+"""The Monitor and Backtest pages' tables and plots, built from the API's ``/monitor/*`` and
+``/backtest`` answers.
 
 Pure functions: an answer body in, a table or an Altair chart out (``None`` when there is
 nothing to draw, so the page can show its empty state instead).
@@ -198,3 +199,88 @@ def champion_chart(history: pd.DataFrame) -> alt.LayerChart | None:
         ],
     )
     return step + points
+
+
+# --- backtest ----------------------------------------------------------------------------------
+
+#: `/backtest` rolling series drawn per policy, with the names shown on the plot.
+ROLLING_METRICS = {"rolling_roc_auc": "ROC AUC", "rolling_f1": "F1"}
+
+
+def backtest_summary(body: dict[str, Any]) -> pd.DataFrame:
+    """`/backtest`'s per-policy summary as the table the page shows (policy order kept)."""
+    rows = [
+        {
+            "policy": s["policy"],
+            "days": s["days"],
+            "live ROC AUC": s.get("roc_auc"),
+            "live F1": s.get("f1"),
+            "mean rolling ROC AUC": s.get("mean_rolling_roc_auc"),
+            "mean rolling F1": s.get("mean_rolling_f1"),
+            "retrains": s["retrains"],
+            "failed retrains": s.get("failed_retrains", 0),
+            "promotions": s["promotions"],
+            "compute (min)": round(float(s["compute_seconds"]) / 60, 1),
+        }
+        for s in body.get("summary") or []
+    ]
+    return pd.DataFrame(rows).round(3)
+
+
+def backtest_retrains(body: dict[str, Any]) -> pd.DataFrame:
+    """`/backtest`'s retrains, oldest first: the day, the decision, the candidate's and the
+    champion's test scores and the promotion rule's reasons."""
+
+    def score(record: dict[str, Any], who: str, metric: str) -> float | None:
+        scores = record.get(who) or {}
+        return scores.get(metric)
+
+    rows = [
+        {
+            "day": r["day"],
+            "policy": r["policy"],
+            "decision": "failed" if r.get("error") else "promoted" if r["promoted"] else "kept",
+            "candidate F1": score(r, "candidate", "f1"),
+            "champion F1": score(r, "champion", "f1"),
+            "candidate ROC AUC": score(r, "candidate", "roc_auc"),
+            "champion ROC AUC": score(r, "champion", "roc_auc"),
+            "why": "; ".join(r.get("reasons") or []) or r.get("error", ""),
+        }
+        for r in body.get("retrains") or []
+    ]
+    return pd.DataFrame(rows).round(4)
+
+
+def backtest_rolling(body: dict[str, Any]) -> pd.DataFrame:
+    """`/backtest`'s rolling series (``date`` a date); empty when the result has no days."""
+    frame = pd.DataFrame(body.get("rolling") or [])
+    if frame.empty:
+        return frame
+    frame["date"] = pd.to_datetime(frame["date"])
+    return frame
+
+
+def backtest_rolling_chart(
+    rolling: pd.DataFrame, metric: str, policies: list[str]
+) -> alt.LayerChart | None:
+    """One rolling live score (``metric``, a key of `ROLLING_METRICS`) per policy over the
+    replayed days; dots mark the days a retrain was promoted."""
+    if rolling.empty:
+        return None
+    rows = rolling.dropna(subset=[metric])
+    if rows.empty:
+        return None
+    name = ROLLING_METRICS[metric]
+    base = alt.Chart(rows).encode(
+        x=alt.X("date:T", title="day"),
+        y=alt.Y(f"{metric}:Q", title=f"rolling {name}", scale=alt.Scale(zero=False)),
+        color=alt.Color("policy:N", sort=policies, title="policy"),
+    )
+    promoted = base.transform_filter(alt.datum.promoted == True).mark_circle(size=60)  # noqa: E712
+    return base.mark_line() + promoted.encode(
+        tooltip=[
+            alt.Tooltip("date:T", title="promoted at the end of"),
+            "policy:N",
+            alt.Tooltip(f"{metric}:Q", format=".3f", title=f"rolling {name}"),
+        ]
+    )

@@ -76,6 +76,14 @@ class RateLimited(ApiError):
         super().__init__(f"Too many requests: {wait} and try again.")
 
 
+class NotFound(ApiError):
+    """404: nothing there (yet); ``detail`` is the API's reason."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"The API has nothing there (HTTP 404): {detail}")
+
+
 class ApiUnavailable(ApiError):
     """The API cannot be reached, timed out, or answered with a 5xx."""
 
@@ -185,6 +193,18 @@ class ApiClient:
         current champion version."""
         return self._rows("/monitor/champions")
 
+    def backtest(self) -> dict[str, Any]:
+        """``GET /backtest``: the last backtest's per-policy ``summary``, ``retrains``, each
+        policy's ``rolling`` scores and run metadata; `NotFound` when there is none."""
+        return self._rows("/backtest", rows="summary")
+
+    def backtest_plot(self, name: str) -> bytes:
+        """``GET /backtest/plots/<name>``: one of the backtest's PNG plots."""
+        resp = self._send("GET", f"/backtest/plots/{name}")
+        if not resp.headers.get("Content-Type", "").startswith("image/png"):
+            raise ApiUnavailable(f"The API sent an unexpected answer for the plot {name}.")
+        return resp.content
+
     def _rows(
         self, path: str, params: dict[str, Any] | None = None, rows: str = "rows"
     ) -> dict[str, Any]:
@@ -201,6 +221,22 @@ class ApiClient:
         auth: bool = True,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        resp = self._send(method, path, payload, auth, params)
+        try:
+            body: dict[str, Any] = resp.json()
+        except ValueError:
+            raise ApiUnavailable("The API sent an answer that is not JSON.") from None
+        return body
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        auth: bool = True,
+        params: dict[str, Any] | None = None,
+    ) -> requests.Response:
+        """The API's answer to a request, or the `ApiError` for a failed one."""
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
         try:
             resp = self._http.request(
@@ -220,11 +256,7 @@ class ApiClient:
                 f"Cannot reach the prediction API at {self.base_url}. Is it running?"
             ) from None
         if resp.status_code < 400:
-            try:
-                body: dict[str, Any] = resp.json()
-            except ValueError:
-                raise ApiUnavailable("The API sent an answer that is not JSON.") from None
-            return body
+            return resp
         raise _error_for(resp)
 
 
@@ -241,6 +273,8 @@ def _error_for(resp: requests.Response) -> ApiError:
         return SessionExpired()
     if status == 403:
         return Forbidden()
+    if status == 404:
+        return NotFound(str(_detail(resp) or resp.reason))
     if status == 413:
         return PayloadTooLarge(str(_detail(resp) or "body over the limit"))
     if status == 422:
@@ -253,6 +287,9 @@ def _error_for(resp: requests.Response) -> ApiError:
             f"The API is not ready: {detail}." if detail else "The API is not ready yet."
         )
     if status >= 500:
+        detail = _detail(resp)
+        if isinstance(detail, str) and detail:  # the API said why: say it on
+            return ApiUnavailable(f"The API failed (HTTP {status}): {detail}")
         return ApiUnavailable(f"The API failed (HTTP {status}); try again later.")
     return ApiError(f"The API refused the request (HTTP {status}): {_detail(resp) or resp.reason}")
 
