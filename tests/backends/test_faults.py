@@ -28,7 +28,8 @@ from testbed.params_file import LIBRARY_DEFAULTS, merged, write_params
 
 from raincast import catalog, schema
 from raincast.data import store
-from raincast.models.registry import decide_promotion, score_version
+from raincast.models.compare import PairedRows
+from raincast.models.registry import gate_decision, predict_version, score_predictions
 from raincast.params import PromoteParams
 from raincast.serving.auth import UserStore
 from raincast.serving.model import PROBE_ROW
@@ -148,11 +149,11 @@ def test_racing_promotions_are_serialised_and_both_recorded(
     assert second["champion_before"] == first["champion_after"]
     test = pd.read_parquet(split / "test.parquet")
     rule = PromoteParams()
-    scores = {v: score_version(model, v, test) for v in (weak, strong)}
+    rows = {v: predict_version(model, v, test) for v in (weak, strong)}
+    scores = {v: score_predictions(v, rows[v]) for v in (weak, strong)}
     assert scores[strong].f1 > scores[weak].f1 + rule.f1_margin, scores  # the fixture is sound
-    expected = decide_promotion(
-        scores[second["candidate_version"]], scores[first["candidate_version"]], rule
-    )
+    cand, champ = second["candidate_version"], first["candidate_version"]
+    expected = gate_decision(scores[cand], scores[champ], rule, PairedRows(rows[cand], rows[champ]))
     assert second["decision"] == expected.label
     assert _champion(stack, model) == strong
 
