@@ -290,6 +290,22 @@ def test_stations_with_one_class_are_left_out(slice_) -> None:  # type: ignore[n
     assert len(station_aucs(pair, 2)) == 5
 
 
+def test_a_slice_without_a_large_enough_station_says_so(slice_) -> None:  # type: ignore[no-untyped-def]
+    test, probs = slice_
+    strict = RULE.model_copy(update={"station_min_rows": 1000})
+    d, cand, champ = _gate(test, probs["strong"], probs["weak"], strict)
+    assert d.promote and d.stations_checked == 0
+    assert d.reasons[-1] == (
+        "station ROC AUC: not compared, no station has >= 1000 test rows with both classes"
+    )
+    assert decision_tags(d, cand, champ)["promotion.stations_checked"] == "0"
+    off = RULE.model_copy(update={"station_auc_drop": None})
+    unguarded, cand, champ = _gate(test, probs["strong"], probs["weak"], off)
+    assert unguarded.stations_checked is None
+    assert not any(r.startswith("station") for r in unguarded.reasons)
+    assert "promotion.stations_checked" not in decision_tags(unguarded, cand, champ)
+
+
 # --- gate modes ------------------------------------------------------------------------------
 
 

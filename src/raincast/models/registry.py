@@ -64,8 +64,9 @@ class Decision:
     #: The paired bootstrap intervals (``promote.significance: bootstrap``, with a champion).
     f1_gain: Interval | None = None
     auc_gain: Interval | None = None
-    #: Stations the guard compared, and those whose AUC drop blocked the challenger.
-    stations_checked: int = 0
+    #: How many stations the guard compared (None: it did not run), and those whose AUC
+    #: drop blocked the challenger.
+    stations_checked: int | None = None
     stations_blocking: tuple[StationAuc, ...] = ()
 
     @property
@@ -166,6 +167,11 @@ def _station_guard(decision: Decision, rows: PairedRows, rule: PromoteParams) ->
         reason = (
             f"station ROC AUC drops more than {rule.station_auc_drop} at {len(worse)} of "
             f"{scope} (challenger vs champion): {named}"
+        )
+    elif not checked:
+        reason = (
+            f"station ROC AUC: not compared, no station has >= {rule.station_min_rows} "
+            "test rows with both classes"
         )
     else:
         reason = f"station ROC AUC: no drop over {rule.station_auc_drop} at {scope}: ok"
@@ -299,7 +305,7 @@ def decision_tags(
             "promotion.f1_gain_ci": str(decision.f1_gain),
             "promotion.auc_gain_ci": str(decision.auc_gain),
         }
-    if decision.stations_checked:
+    if decision.stations_checked is not None:
         tags["promotion.stations_checked"] = str(decision.stations_checked)
         tags["promotion.station_auc_drops"] = (
             ", ".join(str(s) for s in decision.stations_blocking) or "none"
@@ -330,7 +336,7 @@ def decision_extra(decision: Decision) -> dict[str, Any]:
     for key, ci in (("f1_gain", decision.f1_gain), ("auc_gain", decision.auc_gain)):
         if ci is not None:
             extra[key] = asdict(ci)
-    if decision.stations_checked:
+    if decision.stations_checked is not None:
         extra["stations_checked"] = decision.stations_checked
         extra["stations_blocking"] = [asdict(s) for s in decision.stations_blocking]
     return extra
