@@ -10,8 +10,9 @@ Then one task per DVC stage, each `raincast dvc repro --single-item <stage>` (`d
 after dropping run-locks a killed task container left behind; DVC skips a stage
 whose inputs did not change, so re-running the same data adds no model version), **push**
 (`raincast dvc push`: data and model outputs reach the DVC remote before a model can be champion),
-and **promote**: champion vs challenger on the same test slice, alias moved only if the rule
-in params.yaml passes. Every task that touches DVC or the registry is in the
+and **promote**: champion vs challenger on the same test slice, alias moved only if the gate
+in params.yaml passes (`promote.gate: enforce`; `dry_run` and `off` record the verdict and
+promote anyway). Every task that touches DVC or the registry is in the
 `raincast_dvc` pool (one slot) and the DAG allows one active run.
 """
 

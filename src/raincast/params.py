@@ -62,9 +62,25 @@ class TrainParams(_Strict):
 
 
 class PromoteParams(_Strict):
+    """The promotion gate (``raincast.models.registry.gate_decision``)."""
+
     f1_margin: float = Field(0.002, gt=0.0)
     auc_tolerance: float = Field(0.005, ge=0.0)
     leakage_auc: float = Field(0.985, gt=0.5, le=1.0)
+    #: enforce: the rule decides; dry_run: every check runs and is recorded, the challenger
+    #: is promoted anyway; off: promoted without comparison (recorded as such).
+    gate: Literal["enforce", "dry_run", "off"] = "enforce"
+    #: bootstrap: the F1 gain must also be significant (paired bootstrap over the test rows)
+    #: and a significant ROC AUC loss blocks; none: point estimates only.
+    significance: Literal["none", "bootstrap"] = "bootstrap"
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000)
+    seed: int = 0
+    #: Stations with fewer test rows (or one class) are left out of the station guard.
+    station_min_rows: int = Field(300, ge=2)
+    #: Block when a station's ROC AUC falls more than this below the champion's there;
+    #: None turns the station guard off.
+    station_auc_drop: float | None = Field(0.05, gt=0.0, le=1.0)
 
 
 class RetrainParams(_Strict):

@@ -172,6 +172,48 @@ def test_on_drift_retrains_when_drift_is_found_at_most_once_a_week(
     assert result.summaries["on-drift"].drift_seconds > 0
 
 
+#: What a failed check of the promotion rule says in its reason.
+BLOCKING = (
+    ": not enough",
+    ": regression",
+    ": not significant",
+    ": significant loss",
+    "station ROC AUC drops more than",
+)
+
+
+def test_retrains_go_through_the_whole_gate(replayed: tuple[bt.BacktestResult, Seen]) -> None:
+    """The committed gate (enforce, bootstrap significance, station guard) with the paired
+    per-row predictions of candidate and champion on the new test slice."""
+    result, _ = replayed
+    decided = [r for r in result.retrains if r.candidate is not None]
+    assert decided
+    for r in decided:
+        assert any(x.startswith("F1 gain ") and "[95% CI " in x for x in r.reasons), r.reasons
+        assert any(x.startswith("station ROC AUC") for x in r.reasons), r.reasons
+        failed = [x for x in r.reasons if any(b in x for b in BLOCKING)]
+        assert r.promoted == (not failed), r.reasons
+
+
+def test_a_dry_run_backtest_promotes_what_enforce_would_reject(
+    observations: pd.DataFrame,
+) -> None:
+    params = _params({"promote": {"gate": "dry_run", "f1_margin": 0.9}})
+    last = START + timedelta(days=2)
+    result = bt.run_backtest(observations, START, last, params, ["daily"])
+    assert len(result.retrains) == 3
+    for r in result.retrains:
+        assert r.promoted
+        assert r.reasons[0].startswith("dry run: would have rejected"), r.reasons
+        assert any(x.endswith("needs >= 0.9): not enough") for x in r.reasons)
+    versions = [d.champion_version for d in result.days]
+    assert versions == [
+        result.initial.version,
+        START.isoformat(),
+        (START + timedelta(days=1)).isoformat(),
+    ]
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     frame[list(schema.COLUMNS)].to_csv(path, index=False, na_rep="NA", compression="gzip")
     return path

@@ -12,7 +12,15 @@ from testbed.params_file import REPO_PARAMS, project_params, write_params
 from raincast.models.registry import CHALLENGER, CHAMPION, Scores, decide_promotion, resolve_stage
 from raincast.params import MissingParamsError, Params, PromoteParams, load_params, missing_keys
 
-RULE = PromoteParams(f1_margin=0.002, auc_tolerance=0.005, leakage_auc=0.985)
+#: The point-estimate rule alone: these tests give scores, not per-row predictions (the
+#: significance and station checks are tested in test_promotion_gate.py).
+RULE = PromoteParams(
+    f1_margin=0.002,
+    auc_tolerance=0.005,
+    leakage_auc=0.985,
+    significance="none",
+    station_auc_drop=None,
+)
 CHAMP = Scores(version="1", f1=0.600, roc_auc=0.880, threshold=0.4)
 
 

@@ -19,10 +19,11 @@ Reused, called as the daily cycle calls them:
   ``models.train.fit`` (``params.train``: early stopping, F1 threshold, refit);
 - drift: ``steps.drift.drift_samples`` (the champion's training window, same days of the
   year) and ``monitoring.drift.detect_drift`` (``params.drift``);
-- promote: the pure part of ``models.registry.score_version`` (the logged model's
-  prediction path ``models.pyfunc.predict_frame`` and ``models.metrics.
-  classification_metrics`` on the new split's test slice, into ``Scores``), then
-  ``decide_promotion`` and ``apply_drift`` (``params.promote``, ``drift.mode``);
+- promote: the pure part of ``models.registry.predict_version`` / ``score_predictions``
+  (the logged model's prediction path ``models.pyfunc.predict_frame`` on the new split's
+  test slice, per-row predictions into ``Scores``), then ``gate_decision`` with those
+  predictions (the whole gate: rule, bootstrap significance, station guard, drift verdict
+  and gate mode; ``params.promote``, ``drift.mode``);
 - predict + score: ``predict_frame`` for day D's rows, ``steps.score.observed_outcomes``
   for their outcomes, ``steps.score.live_metrics`` per day and ``score_windows`` for the
   rolling window.
@@ -54,8 +55,8 @@ import pandas as pd
 from raincast import schema
 from raincast.data import store
 from raincast.data.validation import validate_batch
-from raincast.models.metrics import classification_metrics
-from raincast.models.registry import Scores, apply_drift, decide_promotion
+from raincast.models.compare import PairedRows, RowPredictions
+from raincast.models.registry import Scores, gate_decision, score_predictions
 from raincast.models.train import fit
 from raincast.params import Params, params_hash
 from raincast.sources.csvfile import ReplaySource
@@ -114,6 +115,8 @@ class _Candidate:
     model: Model | None
     test: pd.DataFrame | None
     scores: Scores | None
+    #: The candidate's per-row predictions on ``test`` (for the paired checks).
+    rows: RowPredictions | None
     error: str = ""
     #: Seconds of split + fit + scoring the candidate (charged to every policy using it).
     seconds: float = 0.0
@@ -330,15 +333,26 @@ def _input_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[schema.RAIN_TOMORROW, "source"], errors="ignore")
 
 
-def score_model(model: Model, test: pd.DataFrame) -> Scores:
-    """``registry.score_version`` without the registry: the model's own prediction path on
-    ``test`` at its tuned threshold."""
+def predict_model(model: Model, test: pd.DataFrame) -> RowPredictions:
+    """``registry.predict_version`` without the registry: the model's own prediction path
+    on ``test``, with its tuned threshold, the labels and the stations."""
     from raincast.features import label_vector
     from raincast.models.pyfunc import predict_frame
 
     out = predict_frame(model.booster, _input_rows(test), model.threshold)
-    m = classification_metrics(label_vector(test), out["probability"].to_numpy(), model.threshold)
-    return Scores(model.version, m["f1"], m["roc_auc"], model.threshold)
+    return RowPredictions(
+        labels=label_vector(test),
+        probability=out["probability"].to_numpy(dtype=float),
+        threshold=model.threshold,
+        location=test[schema.LOCATION].astype(str).to_numpy(),
+    )
+
+
+def score_model(model: Model, test: pd.DataFrame) -> tuple[Scores, RowPredictions]:
+    """``registry.score_version`` without the registry: scores at the model's tuned
+    threshold, and the per-row predictions they come from."""
+    rows = predict_model(model, test)
+    return score_predictions(model.version, rows), rows
 
 
 class _Engine:
@@ -351,7 +365,7 @@ class _Engine:
         self._labelled: tuple[date, pd.DataFrame] | None = None
         self._fits: dict[date, _Candidate] = {}
         self._drift: dict[tuple[date, tuple[str, str]], tuple[dict[str, Any], float]] = {}
-        self._champion_scores: dict[tuple[date, str], tuple[Scores, float]] = {}
+        self._champion_scores: dict[tuple[date, str], tuple[Scores, RowPredictions, float]] = {}
         self.distinct_fits = 0
         self.fit_seconds = 0.0
 
@@ -375,7 +389,9 @@ class _Engine:
         try:
             train, validation, test, windows = split_by_time(labelled, self.params.split)
         except ValueError as err:
-            cand = _Candidate(day, None, None, None, f"split: {err}", time.perf_counter() - t0)
+            cand = _Candidate(
+                day, None, None, None, None, f"split: {err}", time.perf_counter() - t0
+            )
             self._fits[day] = cand
             return cand, False
         fitted = fit(train, validation, self.params.train)
@@ -393,21 +409,24 @@ class _Engine:
         )
         self.distinct_fits += 1
         self.fit_seconds += fit_s
-        scores = score_model(model, test)
-        cand = _Candidate(day, model, test, scores, "", time.perf_counter() - t0)
+        scores, rows = score_model(model, test)
+        cand = _Candidate(day, model, test, scores, rows, "", time.perf_counter() - t0)
         self._fits[day] = cand
         log.info("fit at the end of %s: %d rounds in %.1f s", day, model.rounds, fit_s)
         return cand, False
 
-    def champion_scores(self, cand: _Candidate, champion: Model) -> tuple[Scores, float]:
-        """The champion's scores on the test slice of ``cand``'s split, and their seconds."""
+    def champion_scores(
+        self, cand: _Candidate, champion: Model
+    ) -> tuple[Scores, RowPredictions, float]:
+        """The champion's scores and per-row predictions on the test slice of ``cand``'s
+        split, and their seconds."""
         key = (cand.day, champion.version)
         if key not in self._champion_scores:
             assert cand.test is not None
             t0 = time.perf_counter()
-            scores = score_model(champion, cand.test)
+            scores, rows = score_model(champion, cand.test)
             kept = {k: v for k, v in self._champion_scores.items() if k[0] == cand.day}
-            self._champion_scores = kept | {key: (scores, time.perf_counter() - t0)}
+            self._champion_scores = kept | {key: (scores, rows, time.perf_counter() - t0)}
         return self._champion_scores[key]
 
     def drift(self, day: date, champion: Model) -> tuple[dict[str, Any], float]:
@@ -587,7 +606,7 @@ def run_backtest(
     first, shared = engine.candidate(start - timedelta(days=1))
     if first.model is None or first.scores is None:
         raise BacktestError(f"the first champion cannot be trained: {first.error}")
-    decision = decide_promotion(first.scores, None, params.promote)
+    decision = gate_decision(first.scores, None, params.promote)
     initial = _retrain_record("*", first, shared, None, decision.promote, decision.reasons, None)
     if not decision.promote:
         raise BacktestError(f"the first champion is blocked: {'; '.join(decision.reasons)}")
@@ -699,16 +718,26 @@ def _retrain(
         return _retrain_record(state.name, cand, shared, None, False, [cand.error], drift), (
             cand.seconds
         )
-    champ, champ_s = engine.champion_scores(cand, state.champion)
-    decision = decide_promotion(cand.scores, champ, engine.params.promote)
-    if drift and "error" not in drift:
-        decision = apply_drift(decision, drift, engine.params.drift.mode)
+    rule = engine.params.promote
+    champ: Scores | None = None
+    paired: PairedRows | None = None
+    champ_s = 0.0
+    if rule.gate != "off":  # the gate off compares nothing: the champion is not scored
+        champ, champ_rows, champ_s = engine.champion_scores(cand, state.champion)
+        assert cand.rows is not None
+        paired = PairedRows(cand.rows, champ_rows)
+    usable_drift = drift if drift and "error" not in drift else None
+    t0 = time.perf_counter()
+    decision = gate_decision(
+        cand.scores, champ, rule, paired, usable_drift, engine.params.drift.mode
+    )
+    decide_s = time.perf_counter() - t0  # the bootstrap is part of the promote step's cost
     if decision.promote:
         state.champion = cand.model
     record = _retrain_record(
         state.name, cand, shared, champ, decision.promote, decision.reasons, drift
     )
-    return record, cand.seconds + champ_s
+    return record, cand.seconds + champ_s + decide_s
 
 
 # --- summaries -----------------------------------------------------------------------------

@@ -8,13 +8,15 @@ import logging
 from raincast import catalog
 from raincast.data import store
 from raincast.models import tracking
+from raincast.models.compare import PairedRows
 from raincast.models.registry import (
     CHAMPION,
     alias_version,
-    apply_drift,
-    decide_promotion,
+    decision_extra,
     decision_tags,
-    score_version,
+    gate_decision,
+    predict_version,
+    score_predictions,
 )
 from raincast.params import PromoteParams
 from raincast.settings import Settings
@@ -32,10 +34,14 @@ def run(
     candidate_version: str | None = None,
     drift_mode: str = "annotate",
 ) -> PromotionOutcome:
-    """Score the candidate and the champion on the same test slice and apply the rule.
+    """Score the candidate and the champion on the same test slice and apply the gate
+    (``promote.gate``: enforce, dry_run or off; see ``registry.gate_decision``).
 
-    Serialised by a registry lock; the champion alias is re-read under the lock just
-    before it is moved, so two racing promotions cannot both win on stale scores.
+    Each model is loaded and predicts the slice once; its scores and the paired checks
+    (bootstrap intervals, station guard) come from those predictions. With the gate off the
+    champion is not scored. Serialised by a registry lock; the champion alias is re-read
+    under the lock just before it is moved, so two racing promotions cannot both win on
+    stale scores.
     """
     root = settings.project_dir
     if candidate_version is None:
@@ -65,11 +71,16 @@ def run(
                 champion_v,
                 skipped=f"version {candidate_version} is already champion",
             )
-        cand = score_version(name, candidate_version, test)
-        champ = score_version(name, champion_v, test) if champion_v else None
+        cand_rows = predict_version(name, candidate_version, test)
+        cand = score_predictions(candidate_version, cand_rows)
+        champ, paired = None, None
+        if champion_v and rule.gate != "off":
+            champ_rows = predict_version(name, champion_v, test)
+            champ = score_predictions(champion_v, champ_rows)
+            paired = PairedRows(cand_rows, champ_rows)
         drift_file = catalog.DRIFT.at(root)
         drift = catalog.load_json(root, catalog.DRIFT) if drift_file.exists() else None
-        decision = apply_drift(decide_promotion(cand, champ, rule), drift, drift_mode)
+        decision = gate_decision(cand, champ, rule, paired, drift, drift_mode)
         # Re-read: another promoter may have moved the alias while we were scoring.
         if alias_version(client, name, CHAMPION) != champion_v:
             raise RuntimeError(
@@ -96,6 +107,7 @@ def run(
             champion_auc=champ.roc_auc if champ else None,
             test_window=window,
             reasons=" | ".join(decision.reasons),
+            extra=decision_extra(decision),
         )
     log.info("version %s %s: %s", candidate_version, decision.label, "; ".join(decision.reasons))
     return PromotionOutcome(cand, champ, decision, after)
