@@ -72,7 +72,7 @@ class PromoteParams(_Strict):
     gate: Literal["enforce", "dry_run", "off"] = "enforce"
     #: bootstrap: the F1 gain must also be significant (paired bootstrap over the test rows)
     #: and a significant ROC AUC loss blocks; none: point estimates only.
-    significance: Literal["none", "bootstrap"] = "bootstrap"
+    significance: Literal["none", "bootstrap"] = "none"
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)
     seed: int = 0

@@ -21,7 +21,7 @@ from tests.helpers import train_small_model
 
 STATIONS = ("Darwin", "Perth", "Sydney", "Hobart")
 #: The synthetic test slice has ~180 rows per station: let the station guard count them.
-RULE = PromoteParams(station_min_rows=100)
+RULE = PromoteParams(significance="bootstrap", station_min_rows=100)
 
 
 @pytest.fixture(scope="module")

@@ -54,8 +54,9 @@ FEATURES = {
     ],
 }
 THRESHOLD = 0.35
-#: The committed rule (bootstrap on, station guard on, enforce).
-RULE = PromoteParams()
+#: The committed rule (station guard on, enforce) with the significance check on
+#: (params.yaml ships it off).
+RULE = PromoteParams(significance="bootstrap")
 
 
 @pytest.fixture(scope="module")
