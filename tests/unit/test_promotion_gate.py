@@ -186,7 +186,7 @@ def test_a_rule_that_needs_rows_refuses_to_run_without_them() -> None:
 def test_a_significant_gain_is_promoted(slice_) -> None:  # type: ignore[no-untyped-def]
     test, probs = slice_
     d, cand, champ = _gate(test, probs["strong"], probs["weak"])
-    assert d.promote and d.label == "promoted" and d.gate == "enforce"
+    assert d.promote and d.label == "promoted" and d.gate == "enforce" and d.blocked_by == ()
     assert d.f1_gain is not None and d.f1_gain.low > 0
     assert f"F1 gain {d.f1_gain}: significant" in d.reasons
     tags = decision_tags(d, cand, champ)
@@ -200,7 +200,7 @@ def test_a_gain_above_the_margin_that_is_not_significant_is_rejected(slice_) -> 
     d, cand, champ = _gate(test, probs["strong"], probs["mid"])
     assert cand.f1 - champ.f1 >= RULE.f1_margin  # the margin rule alone would promote
     assert d.reasons[0].endswith("ok") and d.reasons[1].endswith("ok")
-    assert not d.promote and d.label == "rejected"
+    assert not d.promote and d.label == "rejected" and d.blocked_by == ("f1_significance",)
     assert d.f1_gain is not None and d.f1_gain.low < 0 < d.f1_gain.high
     (reason,) = [r for r in d.reasons if r.startswith("F1 gain")]
     assert reason == f"F1 gain {d.f1_gain}: not significant"
@@ -214,6 +214,7 @@ def test_a_significant_loss_is_rejected_and_named(slice_) -> None:  # type: igno
     d, cand, champ = _gate(test, probs["weak"], probs["strong"])
     assert not d.promote
     assert d.auc_gain is not None and d.auc_gain.high < -RULE.auc_tolerance
+    assert {"f1_significance", "auc_significance"} <= set(d.blocked_by)
     assert f"ROC AUC change {d.auc_gain}: significant loss beyond -0.005" in d.reasons
     assert f"F1 gain {d.f1_gain}: significant loss" in d.reasons
     tags = decision_tags(d, cand, champ)
@@ -243,6 +244,7 @@ def test_one_bad_station_blocks_and_is_named(slice_) -> None:  # type: ignore[no
     assert d.f1_gain is not None and d.f1_gain.low > 0  # better overall, significantly
     assert not d.promote
     assert [s.location for s in d.stations_blocking] == ["Hobart"]
+    assert d.blocked_by == ("station",)
     hobart = d.stations_blocking[0]
     assert hobart.drop > RULE.station_auc_drop  # type: ignore[operator]
     (reason,) = [r for r in d.reasons if r.startswith("station ROC AUC")]
@@ -373,10 +375,12 @@ def test_drift_block_is_a_would_be_rejection_in_dry_run(slice_) -> None:  # type
     pair = PairedRows(cand_rows, champ_rows)
     blocked = gate_decision(cand, champ, RULE, pair, drift, "block")
     assert not blocked.promote and blocked.reasons[-1].endswith("blocked by drift.mode=block")
+    assert blocked.blocked_by == ("drift",)
     dry = gate_decision(
         cand, champ, RULE.model_copy(update={"gate": "dry_run"}), pair, drift, "block"
     )
     assert dry.promote and dry.reasons[0].startswith("dry run: would have rejected")
+    assert dry.blocked_by == ("drift",)  # what would have blocked it
 
 
 @pytest.mark.parametrize("value", ["enforced", "dry-run", "", True])

@@ -30,7 +30,7 @@ def _cand(f1: float, auc: float) -> Scores:
 
 def test_clear_f1_gain_with_healthy_auc_is_promoted() -> None:
     d = decide_promotion(_cand(0.610, 0.881), CHAMP, RULE)
-    assert d.promote and d.label == "promoted"
+    assert d.promote and d.label == "promoted" and d.blocked_by == ()
     assert "F1 0.6100 vs champion 0.6000 (gain +0.0100, needs >= 0.002): ok" in d.reasons[0]
     assert "ROC AUC 0.8810 vs floor 0.8750" in d.reasons[1]
     assert d.reasons[1].endswith("ok")
@@ -46,7 +46,7 @@ def test_gain_of_exactly_the_margin_is_enough() -> None:
 
 def test_gain_below_the_margin_is_rejected() -> None:
     d = decide_promotion(_cand(0.601, 0.90), CHAMP, RULE)
-    assert not d.promote and d.label == "rejected"
+    assert not d.promote and d.label == "rejected" and d.blocked_by == ("f1_margin",)
     assert "gain +0.0010, needs >= 0.002): not enough" in d.reasons[0]
 
 
@@ -58,7 +58,7 @@ def test_a_tie_is_not_a_win() -> None:
 
 def test_worse_f1_is_rejected() -> None:
     d = decide_promotion(_cand(0.55, 0.95), CHAMP, RULE)
-    assert not d.promote
+    assert not d.promote and d.blocked_by == ("f1_margin",)
     assert "gain -0.0500" in d.reasons[0]
 
 
@@ -66,6 +66,7 @@ def test_auc_guardrail_blocks_an_f1_win() -> None:
     d = decide_promotion(_cand(0.650, 0.874), CHAMP, RULE)  # floor is 0.880 - 0.005 = 0.875
     assert not d.promote
     assert d.reasons[0].endswith("ok")  # the F1 part alone would have won
+    assert d.blocked_by == ("auc_tolerance",)
     assert "ROC AUC 0.8740 vs floor 0.8750 (champion 0.8800 - 0.005): regression" in d.reasons[1]
 
 
@@ -77,6 +78,7 @@ def test_leakage_alarm_blocks_a_winner() -> None:
     d = decide_promotion(_cand(0.95, 0.990), CHAMP, RULE)
     assert not d.promote
     assert d.reasons == ["leakage alarm: ROC AUC 0.9900 > 0.985 is implausibly high"]
+    assert d.blocked_by == ("leakage",)
 
 
 def test_leakage_alarm_blocks_a_first_model_too() -> None:

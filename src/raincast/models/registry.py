@@ -41,6 +41,13 @@ STAGE_ALIASES: dict[str, str | None] = {
     "archived": None,  # no alias: the version is detached from every alias and tagged
     "none": None,
 }
+#: The gate's checks, as `Decision.blocked_by` names them: the leakage alarm, the point
+#: F1 margin and AUC tolerance, the bootstrap's F1 gain and AUC loss, the station guard and
+#: drift.mode=block.
+CHECKS: tuple[str, ...] = (
+    "leakage", "f1_margin", "auc_tolerance", "f1_significance", "auc_significance", "station",
+    "drift",
+)  # fmt: skip
 _ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
@@ -68,6 +75,9 @@ class Decision:
     #: drop blocked the challenger.
     stations_checked: int | None = None
     stations_blocking: tuple[StationAuc, ...] = ()
+    #: The checks that failed, by name (`CHECKS`): they blocked the challenger in enforce,
+    #: and would have in dry_run.
+    blocked_by: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -104,7 +114,7 @@ def decide_promotion(
     them and is not given them is an error, not a silently weaker gate.
     """
     if leak := _leakage(candidate, rule):
-        return Decision(False, [leak])
+        return Decision(False, [leak], blocked_by=("leakage",))
     if champion is None:
         return Decision(True, ["first model: no champion yet"])
     reasons = []
@@ -126,12 +136,18 @@ def decide_promotion(
             "the promotion rule needs both models' per-row predictions "
             "(promote.significance / promote.station_auc_drop)"
         )
-    decision = Decision(f1_ok and auc_ok, reasons)
+    failed = _failed(f1_margin=f1_ok, auc_tolerance=auc_ok)
+    decision = Decision(f1_ok and auc_ok, reasons, blocked_by=failed)
     if rows is not None and rule.significance == "bootstrap":
         decision = _significance(decision, rows, rule)
     if rows is not None and rule.station_auc_drop is not None:
         decision = _station_guard(decision, rows, rule)
     return decision
+
+
+def _failed(**passed: bool) -> tuple[str, ...]:
+    """The names of the checks that did not pass, in the order given."""
+    return tuple(name for name, ok in passed.items() if not ok)
 
 
 def _significance(decision: Decision, rows: PairedRows, rule: PromoteParams) -> Decision:
@@ -150,6 +166,7 @@ def _significance(decision: Decision, rows: PairedRows, rule: PromoteParams) -> 
         decision,
         promote=decision.promote and f1_ok and auc_ok,
         reasons=[*decision.reasons, *reasons],
+        blocked_by=(*decision.blocked_by, *_failed(f1_significance=f1_ok, auc_significance=auc_ok)),
         f1_gain=f1,
         auc_gain=auc,
     )
@@ -181,6 +198,7 @@ def _station_guard(decision: Decision, rows: PairedRows, rule: PromoteParams) ->
         reasons=[*decision.reasons, reason],
         stations_checked=len(checked),
         stations_blocking=worse,
+        blocked_by=(*decision.blocked_by, *_failed(station=not worse)),
     )
 
 
@@ -285,7 +303,12 @@ def apply_drift(decision: Decision, drift: dict[str, Any] | None, mode: str) -> 
     note = f"drift share {share:.2f} ({', '.join(cols) or 'no column'} drifted)"
     if drift.get("drift_detected") and mode == "block" and decision.promote:
         blocked = f"{note}: blocked by drift.mode=block"
-        return replace(decision, promote=False, reasons=[*decision.reasons, blocked])
+        return replace(
+            decision,
+            promote=False,
+            reasons=[*decision.reasons, blocked],
+            blocked_by=(*decision.blocked_by, "drift"),
+        )
     return replace(decision, reasons=[*decision.reasons, note])
 
 
