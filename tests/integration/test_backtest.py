@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -53,6 +54,11 @@ def observations() -> pd.DataFrame:
     return rows.assign(source="synthetic")
 
 
+#: The whole gate: significance is off in the committed params.yaml, on here; the 30-day
+#: test slices have 30 rows a station, so the station guard counts stations from 20.
+WHOLE_GATE: dict[str, Any] = {"promote": {"significance": "bootstrap", "station_min_rows": 20}}
+
+
 @dataclass
 class Seen:
     """What the spied split and fit were given, call by call."""
@@ -64,7 +70,8 @@ class Seen:
 
 @pytest.fixture(scope="module")
 def replayed(observations: pd.DataFrame) -> tuple[bt.BacktestResult, Seen]:
-    """daily, weekly, monthly and never over ten days, with split and fit spied on."""
+    """daily, weekly, monthly and never over ten days under the whole gate, with split and
+    fit spied on."""
     seen = Seen()
     real_split, real_fit = bt.split_by_time, bt.fit
     rain = observations.set_index([schema.DATE, schema.LOCATION])[schema.RAINFALL]
@@ -91,7 +98,7 @@ def replayed(observations: pd.DataFrame) -> tuple[bt.BacktestResult, Seen]:
         mp.setattr(bt, "split_by_time", split_spy)
         mp.setattr(bt, "fit", fit_spy)
         result = bt.run_backtest(
-            observations, START, END, _params(), ["daily", "weekly", "monthly", "never"]
+            observations, START, END, _params(WHOLE_GATE), ["daily", "weekly", "monthly", "never"]
         )
     return result, seen
 
@@ -183,16 +190,27 @@ BLOCKING = (
 
 
 def test_retrains_go_through_the_whole_gate(replayed: tuple[bt.BacktestResult, Seen]) -> None:
-    """The committed gate (enforce, bootstrap significance, station guard) with the paired
-    per-row predictions of candidate and champion on the new test slice."""
+    """The whole gate (enforce, bootstrap significance, station guard) with the paired
+    per-row predictions of candidate and champion on the new test slice; each retrain
+    names the checks that blocked it."""
     result, _ = replayed
     decided = [r for r in result.retrains if r.candidate is not None]
     assert decided
     for r in decided:
         assert any(x.startswith("F1 gain ") and "[95% CI " in x for x in r.reasons), r.reasons
-        assert any(x.startswith("station ROC AUC") for x in r.reasons), r.reasons
+        assert any(x.startswith("station ROC AUC: no drop") or "drops more than" in x
+                   for x in r.reasons), r.reasons  # fmt: skip
         failed = [x for x in r.reasons if any(b in x for b in BLOCKING)]
-        assert r.promoted == (not failed), r.reasons
+        assert r.promoted == (not failed) == (not r.blocked_by), r.reasons
+        assert len(r.blocked_by) == len(failed), (r.blocked_by, r.reasons)
+    rejected = Counter(c for r in decided if not r.promoted for c in r.blocked_by)
+    for policy, summary in result.summaries.items():
+        mine = [r for r in decided if r.policy == policy]
+        assert summary.rejections == sum(not r.promoted for r in mine)
+        assert summary.promotions == sum(r.promoted for r in mine)
+    assert sum(sum(s.blocked_by.values()) for s in result.summaries.values()) == sum(
+        rejected.values()
+    )
 
 
 def test_a_dry_run_backtest_promotes_what_enforce_would_reject(
@@ -212,6 +230,96 @@ def test_a_dry_run_backtest_promotes_what_enforce_would_reject(
         START.isoformat(),
         (START + timedelta(days=1)).isoformat(),
     ]
+
+
+def test_promotion_rules_share_the_fits_and_decide_apart(observations: pd.DataFrame) -> None:
+    """Two rules over weekly and monthly: each retrain day is fitted once for the four
+    lanes, a champion is scored once per day for every lane it serves, and the rule no
+    challenger can pass keeps the first champion while the point rule moves on."""
+    params = _params()
+    point = params.promote.model_copy(update={"significance": "none", "station_auc_drop": None})
+    rules = {"point": point, "never": point.model_copy(update={"f1_margin": 1.0})}
+    fitted: list[date] = []
+    scored: list[str] = []
+    real_fit, real_score = bt.fit, bt.score_model
+
+    def fit_spy(train: pd.DataFrame, validation: pd.DataFrame, p: Any) -> Any:
+        fitted.append(date.fromisoformat(str(validation[schema.DATE].max())))
+        return real_fit(train, validation, p)
+
+    def score_spy(model: bt.Model, test: pd.DataFrame) -> Any:
+        scored.append(model.version)
+        return real_score(model, test)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bt, "fit", fit_spy)
+        mp.setattr(bt, "score_model", score_spy)
+        result = bt.run_backtest(
+            observations, START, END, params, ["weekly", "monthly"], rules=rules
+        )
+
+    lanes = ["weekly/point", "weekly/never", "monthly/point", "monthly/never"]
+    assert list(result.policies) == lanes
+    assert result.lanes["monthly/never"] == {"policy": "monthly", "rule": "never"}
+    # The first champion, weekly's 02-25 and 03-03 and monthly's 03-01: four fits for the
+    # six retrains of four lanes.
+    assert result.distinct_fits == len(fitted) == 4
+    assert len(result.retrains) == 6
+    by_day: dict[str, list[bt.Retrain]] = {}
+    for r in result.retrains:
+        by_day.setdefault(r.day, []).append(r)
+    assert sorted(by_day) == ["2020-02-25", "2020-03-01", "2020-03-03"]
+    for same_day in by_day.values():  # one candidate per day, whatever the rule
+        assert len({json.dumps(r.candidate, sort_keys=True) for r in same_day}) == 1
+        assert len(same_day) == 2 and all(r.candidate for r in same_day)
+    # Each fit's candidate is scored once; a champion once per day, however many lanes
+    # it serves (on 02-25 both weekly lanes still have the first champion).
+    pairs = {(r.day, r.champion["version"]) for r in result.retrains if r.champion}
+    assert len(pairs) < len(result.retrains)
+    assert len(scored) == 4 + len(pairs)
+
+    s = result.summaries
+    for policy in ("weekly", "monthly"):
+        never, point_lane = s[f"{policy}/never"], s[f"{policy}/point"]
+        assert never.promotions == 0 and never.rejections == never.retrains > 0
+        assert never.blocked_by["f1_margin"] == never.retrains  # (an AUC loss may add one)
+        assert never.champion_versions == [result.initial.version]
+        assert point_lane.retrains == never.retrains
+        assert point_lane.promotions + point_lane.rejections == point_lane.retrains
+        assert len(point_lane.champion_versions) == 1 + point_lane.promotions
+    # The point rule promoted at least once where the other did not: the same candidate,
+    # two decisions, and from then on two champions with their own live scores.
+    apart = [
+        (a, b)
+        for same_day in by_day.values()
+        for a in same_day
+        for b in same_day
+        if a.policy.endswith("/point") and b.policy.endswith("/never") and a.promoted
+    ]
+    assert apart and all(not b.promoted and "f1_margin" in b.blocked_by for _, b in apart)
+    moved = [lane for lane in lanes if s[lane].promotions]
+    for lane in moved:
+        other = lane.replace("/point", "/never")
+        assert s[lane].champion_versions != s[other].champion_versions
+        assert s[lane].n_scored == s[other].n_scored
+        assert (s[lane].roc_auc, s[lane].f1) != (s[other].roc_auc, s[other].f1)
+
+    body = json.loads(json.dumps(result.as_dict(), default=str))
+    assert body["rules"]["never"]["f1_margin"] == 1.0
+    for lane in lanes:
+        summary = body["summary"][lane]
+        assert {"retrains", "promotions", "rejections", "blocked_by", "roc_auc", "f1"} <= set(
+            summary
+        )
+        assert summary["champion_versions"][0] == result.initial.version
+
+
+def test_a_rule_name_that_cannot_name_a_lane_is_refused(observations: pd.DataFrame) -> None:
+    params = _params()
+    with pytest.raises(bt.BacktestError, match="bad rule name 'a/b'"):
+        bt.run_backtest(
+            observations, START, END, params, ["monthly"], rules={"a/b": params.promote}
+        )
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:

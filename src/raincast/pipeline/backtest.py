@@ -35,6 +35,12 @@ policy would cost hours of bookkeeping. Models stay in memory, named by the day 
 end they were trained. A fit depends only on that day (the data up to it and the params),
 so policies that retrain on the same day share one fit; each policy is still charged the
 fit's full time in its compute seconds, as if it had run alone.
+
+Promotion rules can be compared on the same fits: given named ``rules`` (``promote``
+sections), each policy runs once per rule, as the lane ``policy/rule``. A retrain's fit
+and its candidate's test predictions do not depend on the rule, only the decision does (and
+so the champion afterwards): lanes share each day's fit, and a champion's per-row
+predictions on a day's test slice are computed once for every lane it serves.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -56,9 +62,15 @@ from raincast import schema
 from raincast.data import store
 from raincast.data.validation import validate_batch
 from raincast.models.compare import PairedRows, RowPredictions
-from raincast.models.registry import Scores, gate_decision, score_predictions
+from raincast.models.registry import (
+    CHECKS,
+    Decision,
+    Scores,
+    gate_decision,
+    score_predictions,
+)
 from raincast.models.train import fit
-from raincast.params import Params, params_hash
+from raincast.params import Params, PromoteParams, params_hash
 from raincast.sources.csvfile import ReplaySource
 from raincast.steps.drift import drift_samples
 from raincast.steps.process import labelled_rows
@@ -80,6 +92,8 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "policy", "observation_date", "target_date", schema.LOCATION, "model_name",
     "model_version", "probability", "label", "outcome",
 )  # fmt: skip
+#: Joins a policy and a rule name into a lane's name (``monthly/point``).
+LANE_SEP = "/"
 
 
 class BacktestError(ValueError):
@@ -142,6 +156,8 @@ class Retrain:
     fit_shared: bool = False
     error: str = ""
     drift_share: float | None = None
+    #: The gate's checks that failed (`registry.CHECKS` names); empty for a promotion.
+    blocked_by: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -196,6 +212,11 @@ class PolicySummary:
     retrains: int
     failed_retrains: int
     promotions: int
+    #: Retrains whose candidate the gate kept out, and how often each check failed in them.
+    rejections: int
+    blocked_by: dict[str, int]
+    #: The champions served, in order (by version: the day at whose end each was trained).
+    champion_versions: list[str]
     drift_checks: int
     compute_seconds: float
     fit_seconds: float
@@ -206,6 +227,7 @@ class PolicySummary:
 class BacktestResult:
     start: str
     end: str
+    #: The lanes: the policies, or with named rules each ``policy/rule``.
     policies: tuple[str, ...]
     #: Per policy, its last day (a policy may be given a shorter window).
     last_days: dict[str, str]
@@ -221,6 +243,10 @@ class BacktestResult:
     distinct_fits: int
     wall_seconds: float
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The named rules compared (their ``promote`` sections); empty: ``params.promote``.
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Each lane's retrain policy and rule name (None: ``params.promote``).
+    lanes: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON body: everything but the predictions."""
@@ -234,6 +260,8 @@ class BacktestResult:
             "params": self.params,
             "distinct_fits": self.distinct_fits,
             "wall_seconds": self.wall_seconds,
+            "rules": self.rules,
+            "lanes": self.lanes,
             "summary": {p: asdict(s) for p, s in self.summaries.items()},
             "initial": asdict(self.initial),
             "retrains": [asdict(r) for r in self.retrains],
@@ -299,6 +327,13 @@ def parse_policies(names: Iterable[str]) -> tuple[str, ...]:
     if unknown:
         raise BacktestError(f"unknown policy {', '.join(unknown)}: use {', '.join(POLICIES)}")
     return wanted or POLICIES
+
+
+def check_rule_names(rules: Mapping[str, PromoteParams]) -> None:
+    """Rule names become part of lane names: non-empty, without the separator."""
+    bad = [name for name in rules if not name or LANE_SEP in name]
+    if bad:
+        raise BacktestError(f"bad rule name {bad[0]!r}: non-empty, without {LANE_SEP!r}")
 
 
 def check_range(start: date, end: date) -> None:
@@ -456,7 +491,11 @@ class _Engine:
 
 @dataclass
 class _PolicyState:
+    """One lane: a retrain policy under one promotion rule, with its champion."""
+
     name: str
+    policy: str
+    rule: PromoteParams
     last_day: date
     champion: Model
     last_retrain: date | None = None
@@ -542,8 +581,8 @@ def _policy_day(
     row.compute_seconds = time.perf_counter() - t0
 
     drift: dict[str, Any] | None = None
-    due = retrain_due(state.name, day, index)
-    if state.name == "on-drift":
+    due = retrain_due(state.policy, day, index)
+    if state.policy == "on-drift":
         gap = None if state.last_retrain is None else (day - state.last_retrain).days
         if gap is None or gap >= DRIFT_RETRAIN_GAP_DAYS:
             drift, row.drift_seconds = engine.drift(day, state.champion)
@@ -574,18 +613,28 @@ def run_backtest(
     policies: Sequence[str] = POLICIES,
     last_days: Mapping[str, date] | None = None,
     on_progress: Callable[[BacktestProgress], None] | None = None,
+    rules: Mapping[str, PromoteParams] | None = None,
 ) -> BacktestResult:
     """Replay ``start``..``end`` day by day under each policy (see the module docstring).
 
     ``observations`` are weatherAUS rows as validation accepts them (any ``RainTomorrow``
     is ignored: labels come from the next day's rows, as in the store). ``last_days``
-    ends a policy's replay early (e.g. daily retraining on a shorter window). Raises
-    BacktestError for a bad range, an unknown policy, no rows in the range or no history
-    before it, or an initial model the promotion rule blocks.
+    ends a policy's replay early (e.g. daily retraining on a shorter window). ``rules``
+    runs each policy once per named promotion rule (lanes ``policy/rule``, sharing the
+    fits) instead of once under ``params.promote``. Raises BacktestError for a bad range,
+    an unknown policy, a bad rule name, no rows in the range or no history before it, or
+    an initial model a promotion rule blocks.
     """
     began = time.perf_counter()
     check_range(start, end)
-    names = parse_policies(policies)
+    policy_names = parse_policies(policies)
+    check_rule_names(rules or {})
+    lanes = {
+        (f"{p}{LANE_SEP}{r}" if rules else p): (p, r, rule)
+        for p in policy_names
+        for r, rule in (rules.items() if rules else [(None, params.promote)])
+    }
+    names = tuple(lanes)
     obs = observations.drop(columns=[schema.RAIN_TOMORROW], errors="ignore")
     if "source" not in obs.columns:
         obs = obs.assign(source="unknown")
@@ -597,7 +646,7 @@ def run_backtest(
     history = obs[dates < _iso(start)]
     if history.empty:
         raise BacktestError(f"no rows before {start}: the first champion needs a history")
-    ends = {p: min(end, (last_days or {}).get(p, end)) for p in names}
+    ends = {n: min(end, (last_days or {}).get(p, end)) for n, (p, _, _) in lanes.items()}
     short = [p for p, d in ends.items() if d < start]
     if short:
         raise BacktestError(f"policy {', '.join(short)} would end before the start {start}")
@@ -606,10 +655,11 @@ def run_backtest(
     first, shared = engine.candidate(start - timedelta(days=1))
     if first.model is None or first.scores is None:
         raise BacktestError(f"the first champion cannot be trained: {first.error}")
-    decision = gate_decision(first.scores, None, params.promote)
-    initial = _retrain_record("*", first, shared, None, decision.promote, decision.reasons, None)
-    if not decision.promote:
-        raise BacktestError(f"the first champion is blocked: {'; '.join(decision.reasons)}")
+    for _, _, rule in lanes.values():  # the leakage alarm may block a first model
+        decision = gate_decision(first.scores, None, rule)
+        if not decision.promote:
+            raise BacktestError(f"the first champion is blocked: {'; '.join(decision.reasons)}")
+    initial = _retrain_record("*", first, shared, None, decision, None)
 
     # Outcomes as live scoring reads them (RainToday of the target day, else the label of the
     # day before). Only scoring reads them, and only for days that have passed.
@@ -619,7 +669,9 @@ def run_backtest(
     )
     by_day = {str(d): part for d, part in window.groupby(schema.DATE, sort=True)}
     setup_s = time.perf_counter() - began
-    states = {p: _PolicyState(p, ends[p], first.model) for p in names}
+    states = {
+        n: _PolicyState(n, p, rule, ends[n], first.model) for n, (p, _, rule) in lanes.items()
+    }
     days: list[DayRow] = []
     retrains: list[Retrain] = []
     total = (max(ends.values()) - start).days + 1
@@ -670,6 +722,8 @@ def run_backtest(
         },
         distinct_fits=engine.distinct_fits,
         wall_seconds=0.0,
+        rules={r: rule.model_dump(mode="json") for r, rule in (rules or {}).items()},
+        lanes={n: {"policy": p, "rule": r} for n, (p, r, _) in lanes.items()},
     )
     result.summaries = {p: summarise(result, p) for p in names}
     result.wall_seconds = time.perf_counter() - began
@@ -681,8 +735,7 @@ def _retrain_record(
     cand: _Candidate,
     shared: bool,
     champion: Scores | None,
-    promoted: bool,
-    reasons: list[str],
+    decision: Decision,
     drift: dict[str, Any] | None,
 ) -> Retrain:
     m = cand.model
@@ -690,8 +743,9 @@ def _retrain_record(
         policy=policy,
         day=_iso(cand.day),
         version=_iso(cand.day),
-        promoted=promoted,
-        reasons=reasons,
+        promoted=decision.promote,
+        reasons=decision.reasons,
+        blocked_by=list(decision.blocked_by),
         data_through=_iso(m.data_through) if m else None,
         trained_through=_iso(m.trained_through) if m else None,
         rows=dict(m.rows) if m else {},
@@ -715,10 +769,9 @@ def _retrain(
     state.last_retrain = day
     if cand.model is None or cand.scores is None:
         log.warning("%s: retrain at the end of %s failed: %s", state.name, day, cand.error)
-        return _retrain_record(state.name, cand, shared, None, False, [cand.error], drift), (
-            cand.seconds
-        )
-    rule = engine.params.promote
+        failed = Decision(False, [cand.error])
+        return _retrain_record(state.name, cand, shared, None, failed, drift), cand.seconds
+    rule = state.rule
     champ: Scores | None = None
     paired: PairedRows | None = None
     champ_s = 0.0
@@ -734,9 +787,7 @@ def _retrain(
     decide_s = time.perf_counter() - t0  # the bootstrap is part of the promote step's cost
     if decision.promote:
         state.champion = cand.model
-    record = _retrain_record(
-        state.name, cand, shared, champ, decision.promote, decision.reasons, drift
-    )
+    record = _retrain_record(state.name, cand, shared, champ, decision, drift)
     return record, cand.seconds + champ_s + decide_s
 
 
@@ -766,6 +817,10 @@ def summarise(
             & (preds["observation_date"] <= hi)
         ]
     m = _day_metrics(preds) if len(preds) else dict.fromkeys(LIVE_METRICS)
+    decided = [
+        r for r in result.retrains if r.policy == policy and lo <= r.day <= hi and not r.error
+    ]
+    blocked = Counter(check for r in decided if not r.promoted for check in r.blocked_by)
     return PolicySummary(
         policy=policy,
         first_day=days[0].date,
@@ -782,6 +837,9 @@ def summarise(
         retrains=sum(d.retrained for d in days),
         failed_retrains=sum(d.retrain_failed for d in days),
         promotions=sum(bool(d.promoted) for d in days),
+        rejections=sum(d.promoted is False for d in days),
+        blocked_by={check: blocked[check] for check in CHECKS if blocked[check]},
+        champion_versions=list(dict.fromkeys(d.champion_version for d in days)),
         drift_checks=sum(d.drift_checked for d in days),
         compute_seconds=sum(d.compute_seconds for d in days),
         fit_seconds=sum(d.fit_seconds for d in days),
