@@ -19,10 +19,12 @@ so the champions served afterwards, differ. Per rule the summary gives the retra
 promotions, the rejections and the checks that blocked them, the live ROC AUC and F1 of the
 champions served (every scored row of the range), the mean rolling 30-day scores and the
 champion versions in the order served. A real fit takes ~30 s on the shared 2-core host
-(~110k train rows); the run makes 1 + 18 of them (the first champion at the end of
-2015-12-31, then the 1st of each month).
+(83k-108k train rows, early stopping, the refit); the run makes 1 + 18 of them (the first
+champion at the end of 2015-12-31, then the 1st of each month), and the 541 days of four
+lanes add ~0.4 s a day on a quiet host (predict, live and rolling scores), the retrains a
+few seconds each (champion scoring, two bootstraps): ~15-20 min in all.
 
-    uv run --locked python -m bench.gates --n-jobs 2      # the full run (~15-25 min)
+    uv run --locked python -m bench.gates                 # the full run (~15-20 min)
     uv run --locked python -m bench.gates --tiny --end 2016-02-03 --out bench/work/gates
 """
 
