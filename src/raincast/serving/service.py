@@ -283,9 +283,15 @@ def _service(settings: Settings, app: FastAPI) -> bentoml.Service[Any]:
 
         @app.get("/model")
         def model_info(self) -> dict[str, Any]:
-            """Version, test metrics, threshold and training time of the served model."""
+            """Version, test metrics, threshold and training time of the served model, and
+            ``champion_history``: which version was champion from when to when (null, with
+            ``champion_history_error``, while the raw store cannot be read)."""
             model = self._model()
-            return {**model.describe(), "last_refresh_error": self.holder.last_error}
+            return {
+                **model.describe(),
+                "last_refresh_error": self.holder.last_error,
+                **self.monitor.champion_history(),
+            }
 
         # --- Monitor: read-only views of the raw store (issue 21's contract) -------------------
 
