@@ -53,6 +53,11 @@ def _rows(n: int, seed: int = 21) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))
 
 
+def _model_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The response's ``X-Model-*`` headers, names lower-cased."""
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-model-")}
+
+
 def _claims(**over: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
     base = {
@@ -88,11 +93,12 @@ def test_health_metrics_and_docs_are_public_everything_else_needs_a_token(api: A
 
 def test_token_flow_predicts_with_the_champion_version(api: Api) -> None:
     token = api.token("bob-user")
-    status, _, body = api.call("POST", "/predict", {"rows": [ROW, ROW]}, token)
+    status, headers, body = api.call("POST", "/predict", {"rows": [ROW, ROW]}, token)
     assert status == 200, body
     preds = body["predictions"]
     assert len(preds) == 2 and preds[0] == preds[1]
     assert preds[0]["model_version"] == "1"
+    assert _model_headers(headers) == {"x-model-name": "rain-tomorrow", "x-model-version": "1"}
     assert 0.0 <= preds[0]["probability"] <= 1.0
     assert preds[0]["label"] == (
         "Yes" if preds[0]["probability"] >= preds[0]["threshold"] else "No"
@@ -250,9 +256,10 @@ def test_batch_validation_points_at_column_and_row(api: Api) -> None:
     token = api.token("bob-user")
     cols = {k: [r.get(k) for r in _rows(20)] for k in ROW}
     cols["Humidity3pm"][7] = 140
-    status, _, body = api.call("POST", "/predict_batch", {"columns": cols}, token)
+    status, headers, body = api.call("POST", "/predict_batch", {"columns": cols}, token)
     assert status == 422
     assert body["detail"][0]["loc"] == ["columns", "Humidity3pm", 7]
+    assert _model_headers(headers) == {}  # only an answer a model made names one
     cols["Humidity3pm"][7] = 40
     cols["Nonsense"] = [1] * 20
     assert api.call("POST", "/predict_batch", {"columns": cols}, token)[0] == 422
@@ -297,13 +304,16 @@ def test_api_probabilities_equal_the_pipeline_batch_predictions(api: Api) -> Non
     rows = _rows(400)
     token = api.token("bob-user")
     online: list[float] = []
-    for i in range(0, len(rows), 50):
-        status, _, body = api.call("POST", "/predict", {"rows": rows[i : i + 50]}, token)
+    for i in range(0, len(rows), 50):  # 50 rows: over the inline size, a worker thread's
+        status, headers, body = api.call("POST", "/predict", {"rows": rows[i : i + 50]}, token)
         assert status == 200, body
+        assert _model_headers(headers)["x-model-version"] == "1"
         online += [p["probability"] for p in body["predictions"]]
     cols = {k: [r.get(k) for r in rows] for k in rows[0]}
-    status, _, batch = api.call("POST", "/predict_batch", {"columns": cols}, token)
+    status, headers, batch = api.call("POST", "/predict_batch", {"columns": cols}, token)
     assert status == 200
+    assert batch["model_version"] == "1"
+    assert _model_headers(headers) == {"x-model-name": "rain-tomorrow", "x-model-version": "1"}
     mlflow.set_tracking_uri(api.settings.tracking_uri)
     mlflow.set_registry_uri(api.settings.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/rain-tomorrow/1").unwrap_python_model()
@@ -344,17 +354,22 @@ def test_server_refuses_to_start_without_a_strong_secret(api: Api, secret: str |
 # --- swaps and failures (stateful: keep last) ---------------------------------------------------
 
 
-def _hammer(api: Api, token: str, stop_at: list[bool], results: list[tuple[int, str]]) -> None:
+def _hammer(
+    api: Api, token: str, stop_at: list[bool], results: list[tuple[int, str, str | None]]
+) -> None:
+    """Predict in a loop: (status, version in the body, version in X-Model-Version)."""
     while not stop_at:
-        status, _, body = api.call("POST", "/predict", {"rows": [ROW]}, token)
-        results.append((status, body["predictions"][0]["model_version"] if status == 200 else ""))
+        status, headers, body = api.call("POST", "/predict", {"rows": [ROW]}, token)
+        named = _model_headers(headers).get("x-model-version")
+        ok = status == 200
+        results.append((status, body["predictions"][0]["model_version"] if ok else "", named))
 
 
 def test_hot_swap_under_load_has_zero_failed_requests(api: Api) -> None:
     version = train_small_model(api.settings, STATIONS, seed=4, n_estimators=40, champion=False)
     token, admin = api.token("bob-user"), api.token("alice-admin")
     stop_at: list[bool] = []
-    results: list[tuple[int, str]] = []
+    results: list[tuple[int, str, str | None]] = []
     threads = [
         threading.Thread(target=_hammer, args=(api, token, stop_at, results)) for _ in range(4)
     ]
@@ -372,9 +387,11 @@ def test_hot_swap_under_load_has_zero_failed_requests(api: Api) -> None:
         t.join()
     assert status == 200, body
     assert body["model_version"] == version
-    assert results and all(s == 200 for s, _ in results), [r for r in results if r[0] != 200][:5]
-    seen = [v for _, v in results]
+    assert results and all(s == 200 for s, _, _ in results), [r for r in results if r[0] != 200][:5]
+    seen = [v for _, v, _ in results]
     assert seen[0] == "1" and seen[-1] == version
+    # The header names the model that answered, before and after the swap.
+    assert [named for _, _, named in results] == seen
 
 
 def test_poller_picks_up_an_alias_move_without_a_reload_call(api: Api) -> None:

@@ -117,6 +117,11 @@ def test_an_absent_store_is_503_with_the_reason(monitor: tuple[Api, Settings], t
         status, body = _get(monitor, path, token)
         assert status == 503, (path, body)
         assert "absent" in body["detail"] and "RAINCAST_STORE_URL" in body["detail"]  # type: ignore[index]
+    # /model still describes the served model; only its champion history is missing.
+    status, body = _get(monitor, "/model", token)
+    assert status == 200 and body["version"] == _champion(monitor[1])  # type: ignore[index]
+    assert body["champion_history"] is None  # type: ignore[index]
+    assert "absent" in body["champion_history_error"]  # type: ignore[index]
 
 
 def test_an_empty_store_answers_nothing_yet(monitor: tuple[Api, Settings], token: str) -> None:
@@ -133,6 +138,9 @@ def test_an_empty_store_answers_nothing_yet(monitor: tuple[Api, Settings], token
     # No decision recorded: the version the API serves is the current champion.
     assert status == 200 and body["rows"] == []  # type: ignore[index]
     assert body["current"] == _champion(monitor[1])  # type: ignore[index]
+    status, body = _get(monitor, "/model", token)
+    assert status == 200 and body["champion_history"] == []  # type: ignore[index]
+    assert body["champion_history_error"] is None  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -292,6 +300,17 @@ def test_champion_timeline(monitor: tuple[Api, Settings], token: str, filled: Se
     ]
     assert rows[0]["champion_f1"] is None and rows[1]["champion_f1"] == 0.6
     assert rows[0]["decided_at"] <= rows[1]["decided_at"]
+    # /model's spans: version 1 champion since its promotion; the rejection changed nothing.
+    status, model = _get(monitor, "/model", token)
+    assert status == 200 and model["champion_history_error"] is None  # type: ignore[index]
+    assert model["champion_history"] == [  # type: ignore[index]
+        {
+            "version": "1",
+            "from": rows[0]["decided_at"],
+            "to": None,
+            "decided_by": "promote/promoted",
+        }
+    ]
 
 
 def test_a_broken_store_is_503_not_a_traceback(
@@ -309,5 +328,8 @@ def test_a_broken_store_is_503_not_a_traceback(
             assert status == 503, (path, body)
             assert body["detail"].startswith("the raw store is unreachable")  # type: ignore[index]
             assert "Traceback" not in str(body)
+        status, body = _get(monitor, "/model", token)
+        assert status == 200 and body["champion_history"] is None  # type: ignore[index]
+        assert body["champion_history_error"].startswith("the raw store is unreachable")  # type: ignore[index]
     finally:
         shutil.move(saved, db)

@@ -62,6 +62,9 @@ class StubApi:
             "champions": {"model_name": "rain-tomorrow", "current": None, "rows": []},
         }
         self.monitor_fail: dict[str, Exception] = {}
+        #: ``GET /model``'s champion spans and the reason they are missing (None).
+        self.champion_history: list[dict[str, Any]] | None = []
+        self.champion_history_error: str | None = None
         self.reliability_calls: list[tuple[str | None, int]] = []
         #: ``GET /backtest``'s answer; None: the API's 404 (no results yet).
         self.backtest_body: dict[str, Any] | None = None
@@ -101,6 +104,8 @@ class StubApi:
             "trained_at": "2026-01-02T03:04:05+00:00",
             "metrics": {"test_f1": 0.62, "test_roc_auc": 0.87, "test_auc_Sydney": 0.85},
             "last_refresh_error": None,
+            "champion_history": self.champion_history,
+            "champion_history_error": self.champion_history_error,
         }
 
     # /monitor/*: "nothing yet" until a test fills ``monitor``; ``monitor_fail`` per endpoint
@@ -492,6 +497,54 @@ def test_model_page_shows_metrics_and_the_promotion_history_newest_first(
         ["2026-01-04 05:00 UTC", "promoted", "8", "7"],
         ["2026-01-03 06:00 UTC", "rejected", "7", "6"],
         ["2026-01-02 06:00 UTC", "promoted", "6", "6"],
+    ]
+
+
+SPANS = [
+    {"version": "6", "from": "2026-01-02T06:00:00+00:00", "to": "2026-01-04T05:00:00+00:00",
+     "decided_by": "promote/promoted"},
+    {"version": "7", "from": "2026-01-04T05:00:00+00:00", "to": None,
+     "decided_by": "rollback/moved"},
+]  # fmt: skip
+
+
+def spans_table(at: AppTest) -> pd.DataFrame | None:
+    found = [d.value for d in at.dataframe if "decided by" in d.value.columns]
+    return found[0] if found else None
+
+
+def test_model_page_shows_the_champion_spans_newest_first(app: AppTest, stub: StubApi) -> None:
+    stub.champion_history = SPANS
+    log_in(app)
+    go_to(app, "Model")
+    assert_clean(app)
+    table = spans_table(app)
+    assert table is not None
+    assert table.values.tolist() == [
+        ["7", "2026-01-04 05:00 UTC", "now", "rollback/moved"],
+        ["6", "2026-01-02 06:00 UTC", "2026-01-04 05:00 UTC", "promote/promoted"],
+    ]
+
+
+def test_model_page_without_spans_says_none_yet(app: AppTest) -> None:
+    log_in(app)
+    go_to(app, "Model")
+    assert_clean(app)
+    assert spans_table(app) is None
+    assert any("No champion recorded yet" in i for i in infos(app))
+
+
+def test_model_page_spans_with_the_store_down_give_the_reason(app: AppTest, stub: StubApi) -> None:
+    stub.champion_history = None
+    stub.champion_history_error = "the raw store is unreachable (sqlite:///x.db: DatabaseError)"
+    log_in(app)
+    go_to(app, "Model")
+    assert_clean(app)
+    assert spans_table(app) is None
+    assert metrics(app)["Champion version"] == "7"  # the rest of the page still shows
+    assert [w.value for w in app.warning] == [
+        "The champion history is not available: the raw store is unreachable "
+        "(sqlite:///x.db: DatabaseError)"
     ]
 
 

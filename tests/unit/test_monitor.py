@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raincast.data import store
 from raincast.serving import monitor
 from tests.helpers import free_port
 
@@ -90,3 +91,42 @@ def test_an_unreachable_postgres_is_unavailable_without_the_password() -> None:
         with pytest.raises(monitor.StoreUnavailableError, match="unreachable") as err:
             read()
         assert "s3cret-pw" not in str(err.value)
+
+
+def test_model_champion_history_is_the_spans_of_the_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'raincast.db'}"
+    engine = store.connect(url)
+    reader = monitor.MonitorStore(url, "rain-tomorrow")
+    assert reader.champion_history() == {"champion_history": [], "champion_history_error": None}
+    for before, after, action in (
+        (None, "1", "promote"),
+        ("1", "2", "promote"),
+        ("2", "1", "rollback"),
+    ):
+        store.record_decision(
+            engine, model_name="rain-tomorrow", action=action, decision="moved",
+            candidate_version=after, champion_before=before, champion_after=after, reasons="t",
+        )  # fmt: skip
+    body = reader.champion_history()
+    assert body["champion_history_error"] is None
+    spans = body["champion_history"]
+    assert [(s["version"], s["decided_by"]) for s in spans] == [
+        ("1", "promote/moved"),
+        ("2", "promote/moved"),
+        ("1", "rollback/moved"),
+    ]
+    assert spans[0]["to"] == spans[1]["from"] and spans[-1]["to"] is None
+    assert spans[0]["from"].endswith("+00:00")
+
+
+def test_model_champion_history_degrades_to_null_with_the_reason(tmp_path: Path) -> None:
+    db = tmp_path / "none" / "raincast.db"
+    absent = monitor.MonitorStore(f"sqlite:///{db}", "rain-tomorrow").champion_history()
+    assert absent["champion_history"] is None
+    assert "absent" in absent["champion_history_error"]
+    assert not db.parent.exists()  # read-only: a missing store is reported, never made
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    body = monitor.MonitorStore(f"sqlite:///{broken}", "rain-tomorrow").champion_history()
+    assert body["champion_history"] is None
+    assert body["champion_history_error"].startswith("the raw store is unreachable")

@@ -3,11 +3,14 @@ recorded decisions (`raincast rollback` moves the champion back)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from raincast.cli._common import fail, setup
+from raincast.cli._common import data_errors, fail, setup
+
+if TYPE_CHECKING:
+    from raincast.data.champions import ChampionSpan
 
 app = typer.Typer(
     help="Inspect and move registry aliases (stage names map to aliases).", no_args_is_help=True
@@ -54,11 +57,20 @@ def registry_stage(
 
 @app.command("history")
 def registry_history() -> None:
-    """Every recorded registry decision, oldest first."""
+    """Which version was champion from when to when, then every recorded decision, oldest
+    first."""
     from raincast.data import store
+    from raincast.data.champions import champion_spans
 
     settings, _ = setup()
-    df = store.read_history(store.connect(settings.raw_store_url), settings.model_name)
+    with data_errors(settings):
+        df = store.read_history(store.connect(settings.raw_store_url), settings.model_name)
+    if df.empty:
+        typer.echo("no decisions recorded")
+        return
+    typer.echo("champion spans (UTC)")
+    typer.echo(spans_table(champion_spans(df)))
+    typer.echo("\ndecisions")
     cols = [
         "decided_at",
         "action",
@@ -70,4 +82,23 @@ def registry_history() -> None:
         "champion_f1",
         "reasons",
     ]
-    typer.echo(df[cols].to_string(index=False) if not df.empty else "no decisions recorded")
+    typer.echo(df[cols].to_string(index=False))
+
+
+def spans_table(spans: list[ChampionSpan]) -> str:
+    """The spans as a text table (UTC); "now" ends the open one."""
+    import pandas as pd
+
+    if not spans:
+        return "no champion yet"
+    second = "%Y-%m-%d %H:%M:%S"
+    rows = [
+        {
+            "version": s.version,
+            "from": s.start.strftime(second),
+            "to": "now" if s.end is None else s.end.strftime(second),
+            "decided_by": s.decided_by,
+        }
+        for s in spans
+    ]
+    return pd.DataFrame(rows).to_string(index=False)

@@ -43,6 +43,8 @@ MAX_ERRORS = 20
 ERROR_TEXT_CHARS = 120
 
 Answer = tuple[int, bytes]
+#: An answer with extra response headers (already encoded).
+StampedAnswer = Answer | tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]
 
 NO_MODEL: Answer = (503, b'{"detail":"no champion model loaded yet"}')
 
@@ -135,6 +137,15 @@ def predictions(model: LoadedModel, request: PredictRequest) -> dict[str, Any]:
             for p, lab in zip(proba, labels, strict=True)
         ]
     }
+
+
+def with_model_headers(model: LoadedModel | None, answer: Answer) -> StampedAnswer:
+    """A 200 answer with the headers naming the model that made it (``X-Model-Name``,
+    ``X-Model-Version``, encoded once per loaded version); any other answer as it is."""
+    status, body = answer
+    if status != 200 or model is None:
+        return answer
+    return status, body, model.response_headers
 
 
 def answer_predict(model: LoadedModel | None, body: bytes, max_rows: int = MAX_ROWS) -> Answer:

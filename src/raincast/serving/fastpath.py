@@ -3,7 +3,7 @@
 FastAPI's request cycle (dependency solving with a thread-pool hop for the service
 instance, body parsing with the stdlib json, response-model re-validation) costs more than
 a one-row prediction. `FastRoutes` serves ``POST`` to the paths it is given with a plain
-handler ``(body) -> (status, JSON bytes) | None``. A handler that returns None hands the
+handler ``(body) -> (status, JSON bytes[, headers]) | None``. A handler that returns None hands the
 request, body replayed, to the FastAPI app, which stays the contract: the OpenAPI docs,
 and every error body (422s with field paths, 503 without a model) come from its routes.
 So handlers only answer what they fully validated.
@@ -19,7 +19,7 @@ the next one is even counted and the backlog would wait unseen in the socket buf
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from raincast.serving.auth import route_path, send_json_bytes
@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-#: ``body -> (status, JSON body)``, or None to let the wrapped app answer.
-Handler = Callable[[bytes], Awaitable[tuple[int, bytes] | None]]
+#: Extra response headers, already encoded (``(b"x-model-version", b"3")``).
+Headers = Sequence[tuple[bytes, bytes]]
+#: ``body -> (status, JSON body[, headers])``, or None to let the wrapped app answer.
+Handler = Callable[[bytes], Awaitable[tuple[int, bytes] | tuple[int, bytes, Headers] | None]]
 
 _JSON_TYPES = (b"application/json", b"")
 

@@ -75,11 +75,23 @@ class LoadedModel:
     compiled: CompiledTrees | None = None  # the same trees as native code, once built
     compile_error: str | None = None
     loaded_at: float = field(default_factory=time.time)
+    #: ``X-Model-Name`` / ``X-Model-Version`` of every 200 prediction, encoded once here
+    #: so the hot path only passes them on.
+    response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        headers = model_headers(self.name, self.version)
+        object.__setattr__(self, "response_headers", headers)  # frozen: set once, here
 
     @property
     def evaluator(self) -> str:
         """What evaluates the trees: ``compiled`` (TL2cgen) or ``xgboost``."""
         return "compiled" if self.compiled is not None else "xgboost"
+
+    @property
+    def header_dict(self) -> dict[str, str]:
+        """`response_headers` as strings, for responses built by FastAPI."""
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.response_headers}
 
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """The pipeline's own batch path (pandas features, DMatrix)."""
@@ -112,6 +124,15 @@ class LoadedModel:
             "evaluator": self.evaluator,
             "compile_error": self.compile_error,
         }
+
+
+def model_headers(name: str, version: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The ASGI response headers naming a model version (lower-case names, latin-1 values
+    as HTTP wants; a character outside it becomes ``?``)."""
+    return (
+        (b"x-model-name", name.encode("latin-1", "replace")),
+        (b"x-model-version", version.encode("latin-1", "replace")),
+    )
 
 
 def compiled_cache_dir(settings: Settings) -> Path:

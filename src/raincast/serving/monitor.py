@@ -1,5 +1,6 @@
 """Monitor's data, read from the raw store for the API's ``GET /monitor/*`` routes: live and
-replayed scores, a reliability diagram, drift per cycle and the champion timeline.
+replayed scores, a reliability diagram, drift per cycle and the champion timeline; and
+the champion spans ``GET /model`` shows.
 
 The contract (fields, defaults, errors) is docs of issue 21's Monitor API. The API never
 writes the store: it opens a read-only engine per request (`store.connect` would create
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 
 from raincast import schema
 from raincast.data import store
+from raincast.data.champions import champion_spans
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +312,22 @@ class MonitorStore:
             }
 
         return self._read(read)
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Which version was champion from when to when (`champion_spans`), oldest first."""
+
+        def read(conn: sa.Connection, tables: set[str]) -> list[dict[str, Any]]:
+            if store.promotion_history.name not in tables:
+                return []
+            return [s.as_dict() for s in champion_spans(store.read_history(conn, self.model_name))]
+
+        return self._read(read)
+
+    def champion_history(self) -> dict[str, Any]:
+        """``champion_history`` (the spans) for ``GET /model``: None, with the reason in
+        ``champion_history_error``, when the store is absent or unreachable, so a store
+        outage never costs the model's description."""
+        try:
+            return {"champion_history": self.spans(), "champion_history_error": None}
+        except StoreUnavailableError as err:
+            return {"champion_history": None, "champion_history_error": str(err)}

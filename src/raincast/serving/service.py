@@ -130,19 +130,22 @@ def create_service(settings: Settings) -> bentoml.Service[Any]:
     service = _service(settings, app)
     max_rows, max_batch_rows = settings.api_max_rows, settings.api_max_batch_rows
 
-    async def fast_predict(body: bytes) -> tuple[int, bytes]:
+    # A 200 names the model that answered in its headers: the one the handler took, so a
+    # swap during the request cannot make the header disagree with the body.
+    async def fast_predict(body: bytes) -> answers.StampedAnswer:
         """`/predict`: a few rows on the event loop, more in a worker thread."""
+        model = _serving_model()
         if len(body) <= INLINE_BODY_BYTES:
-            return answers.answer_predict(_serving_model(), body, max_rows)
-        return await anyio.to_thread.run_sync(
-            answers.answer_predict, _serving_model(), body, max_rows
-        )
+            answer = answers.answer_predict(model, body, max_rows)
+        else:
+            answer = await anyio.to_thread.run_sync(answers.answer_predict, model, body, max_rows)
+        return answers.with_model_headers(model, answer)
 
-    async def fast_batch(body: bytes) -> tuple[int, bytes]:
+    async def fast_batch(body: bytes) -> answers.StampedAnswer:
         """`/predict_batch`, always in a worker thread (up to 100k rows)."""
-        return await anyio.to_thread.run_sync(
-            answers.answer_batch, _serving_model(), body, max_batch_rows
-        )
+        model = _serving_model()
+        answer = await anyio.to_thread.run_sync(answers.answer_batch, model, body, max_batch_rows)
+        return answers.with_model_headers(model, answer)
 
     service.add_asgi_middleware(
         JWTMiddleware,
@@ -258,23 +261,37 @@ def _service(settings: Settings, app: FastAPI) -> bentoml.Service[Any]:
             return model
 
         @app.post("/predict", response_model=PredictResponse)
-        def predict(self, request: predict_request) -> dict[str, Any]:  # type: ignore[valid-type]
-            """Rain tomorrow for one or more raw observations (weatherAUS schema, day D)."""
+        def predict(self, request: predict_request, response: Response) -> dict[str, Any]:  # type: ignore[valid-type]
+            """Rain tomorrow for one or more raw observations (weatherAUS schema, day D).
+            The ``X-Model-Version`` (and ``X-Model-Name``) header names the model."""
             # JSON bodies are answered by the fast path before they get here; this route is
             # the documented contract and answers what that one does not take.
-            return answers.predictions(self._model(), request)
+            model = self._model()
+            response.headers.update(model.header_dict)
+            return answers.predictions(model, request)
 
         @app.post("/predict_batch", response_model=BatchResponse)
         def predict_batch(self, request: BatchRequest) -> Any:
-            """Columnar batch (up to RAINCAST_API_MAX_BATCH_ROWS rows) in one call."""
-            status, body = answers.batch_answer(self._model(), request.columns, max_batch_rows)
-            return Response(body, status_code=status, media_type="application/json")
+            """Columnar batch (up to RAINCAST_API_MAX_BATCH_ROWS rows) in one call; the
+            ``X-Model-Version`` (and ``X-Model-Name``) header names the model."""
+            model = self._model()
+            status, body = answers.batch_answer(model, request.columns, max_batch_rows)
+            headers = model.header_dict if status == 200 else None
+            return Response(
+                body, status_code=status, media_type="application/json", headers=headers
+            )
 
         @app.get("/model")
         def model_info(self) -> dict[str, Any]:
-            """Version, test metrics, threshold and training time of the served model."""
+            """Version, test metrics, threshold and training time of the served model, and
+            ``champion_history``: which version was champion from when to when (null, with
+            ``champion_history_error``, while the raw store cannot be read)."""
             model = self._model()
-            return {**model.describe(), "last_refresh_error": self.holder.last_error}
+            return {
+                **model.describe(),
+                "last_refresh_error": self.holder.last_error,
+                **self.monitor.champion_history(),
+            }
 
         # --- Monitor: read-only views of the raw store (issue 21's contract) -------------------
 

@@ -294,8 +294,33 @@ def model_page() -> None:
                 pd.DataFrame({"station": list(per_station), "auc": list(per_station.values())}),
                 hide_index=True,
             )
+    with st.container(key="model-spans"):
+        champion_spans(info)
     with st.container(key="model-history"):
         promotion_history()
+
+
+def champion_spans(info: dict[str, Any]) -> None:
+    """``/model``'s ``champion_history``: which version was champion from when to when."""
+    st.subheader("Champion spans")
+    spans = info.get("champion_history")
+    if spans is None:
+        reason = info.get("champion_history_error") or "the API did not say why"
+        st.warning(f"The champion history is not available: {reason}")
+        return
+    if not spans:
+        st.info("No champion recorded yet: the first promotion starts the first span.")
+        return
+    st.caption("Newest first; a span ends when the next one starts.")
+    table = pd.DataFrame(
+        {
+            "version": [str(s.get("version")) for s in spans],
+            "from": [readable_time(s.get("from")) for s in spans],
+            "to": ["now" if s.get("to") is None else readable_time(s["to"]) for s in spans],
+            "decided by": [str(s.get("decided_by")) for s in spans],
+        }
+    )
+    st.dataframe(table.iloc[::-1], hide_index=True)
 
 
 def promotion_history() -> None:

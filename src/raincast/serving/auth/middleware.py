@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
@@ -245,9 +245,9 @@ async def send_json_bytes(
     send: Send,
     status: int,
     payload: bytes,
-    headers: builtins.list[tuple[bytes, bytes]] | None = None,
+    headers: Sequence[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    """Answer an ASGI request with an already-encoded JSON body."""
+    """Answer an ASGI request with an already-encoded JSON body (and extra headers)."""
     await send(
         {
             "type": "http.response.start",
