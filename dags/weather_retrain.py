@@ -1,10 +1,18 @@
 """### weather_retrain
 
 Runs when new observations arrive (the `raincast://weather/observations` Asset) **or**
-daily at 06:00 Australia/Sydney as a safety net. The first task, **due**, lets every
-Asset-triggered or manual run through; a time-triggered run goes on only when there is no
-champion or it is older than `retrain.max_age_days` (params.yaml, default 30), otherwise
-the run is skipped.
+daily at 06:00 Australia/Sydney as a safety net. The first task, **due**
+(`raincast retrain-due`), lets every Asset-triggered or manual run through; a
+time-triggered run goes on only when one of these holds, otherwise it is skipped:
+
+1. there is no champion;
+2. the champion is at least `retrain.max_age_days` old (params.yaml, default 30);
+3. the live trigger: `retrain.breaches_needed` (3) of the champion's last
+   `retrain.of_last` (5) scored `retrain.live_window_days`-day (7) windows in
+   `live_scores` have live F1 or ROC AUC below `retrain.live_floor`. Only windows scored
+   on the current champion alone count; a window with one observed class is skipped.
+
+The task log says which rule decided and why (the breached windows' dates and values).
 
 Then one task per DVC stage, each `raincast dvc repro --single-item <stage>` (`dvc repro`
 after dropping run-locks a killed task container left behind; DVC skips a stage

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -83,8 +83,34 @@ class PromoteParams(_Strict):
     station_auc_drop: float | None = Field(0.05, gt=0.0, le=1.0)
 
 
+class LiveFloor(_Strict):
+    """The champion's live metrics below which a scored window counts as a breach; None
+    leaves that metric out (both None turns the live trigger off)."""
+
+    f1: float | None = Field(0.4, gt=0.0, le=1.0)
+    roc_auc: float | None = Field(0.8, gt=0.5, le=1.0)
+
+
 class RetrainParams(_Strict):
+    """When the daily time-based run of the retrain DAG goes on (``raincast retrain-due``)."""
+
     max_age_days: int = Field(30, ge=1)
+    #: Live trigger: retrain when ``breaches_needed`` of the champion's last ``of_last``
+    #: scored ``live_window_days``-day windows fall below ``live_floor``.
+    live_floor: LiveFloor = Field(default_factory=LiveFloor)
+    live_window_days: int = Field(7, ge=1)
+    breaches_needed: int = Field(3, ge=1)
+    of_last: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _needed_within_last(self) -> RetrainParams:
+        if self.breaches_needed > self.of_last:
+            raise ValueError(
+                f"retrain.breaches_needed ({self.breaches_needed}) must be at most "
+                f"retrain.of_last ({self.of_last}): N breaches are counted among the last M "
+                "scored windows"
+            )
+        return self
 
 
 class HistoryParams(_Strict):

@@ -344,12 +344,16 @@ def retrain_due(
     ] = "manual",
 ) -> None:
     """Gate of the retrain DAG. New observations (asset_triggered) and manual runs always
-    retrain; the daily time-based safety net retrains only when there is no champion or it
-    is older than retrain.max_age_days. Exits 99 (Airflow: skipped) when not due."""
+    retrain; the daily time-based safety net retrains only when there is no champion, it
+    is older than retrain.max_age_days, or its live F1 / ROC AUC fell below
+    retrain.live_floor in retrain.breaches_needed of its last retrain.of_last scored
+    windows. Exits 99 (Airflow: skipped) when not due."""
     from datetime import UTC, datetime
 
+    from raincast.data import store
     from raincast.models import tracking
     from raincast.models.registry import CHAMPION
+    from raincast.steps.retrain_due import age_verdict, live_verdict
 
     settings, params = setup()
     if run_type != "scheduled":
@@ -362,12 +366,15 @@ def retrain_due(
         typer.echo("retrain due: no champion yet")
         return
     created = datetime.fromtimestamp(champ.creation_timestamp / 1000, UTC)
-    age = (datetime.now(UTC) - created).days
-    limit = params.retrain.max_age_days
-    if age >= limit:
-        typer.echo(f"retrain due: champion version {champ.version} is {age} days old (>= {limit})")
+    age = age_verdict(str(champ.version), (datetime.now(UTC) - created).days, params.retrain)
+    with data_errors(settings):
+        scores = store.read_live_scores(store.connect(settings.raw_store_url), settings.model_name)
+    live = live_verdict(scores, str(champ.version), params.retrain)
+    if age.due or live.due:
+        for rule in (age, live):
+            typer.echo(f"retrain due: {rule.reason}" if rule.due else rule.reason)
         return
-    typer.echo(f"not due: champion version {champ.version} is {age} days old (< {limit}); skipping")
+    typer.echo(f"not due: {age.reason}; {live.reason}; skipping")
     raise typer.Exit(NOT_DUE_EXIT)
 
 
