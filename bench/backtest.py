@@ -72,7 +72,8 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _params(args: argparse.Namespace) -> Params:
+def bench_params(args: argparse.Namespace) -> Params:
+    """``--params`` with ``--tiny`` and ``--n-jobs`` applied (this driver's and bench.gates')."""
     params = load_params(args.params)
     if args.tiny:
         from testbed.params_file import merged
@@ -168,27 +169,11 @@ class _Progress:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _args(argv)
-    params = _params(args)
+    params = bench_params(args)
     policies = bt.parse_policies(args.policy)
     bt.check_range(args.start, args.end)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    t0 = time.perf_counter()
-    observations, quarantined = bt.load_observations(args.data)
-    dates = observations[schema.DATE]
-    history = dates[dates < args.start.isoformat()]
-    in_window = dates[(dates >= args.start.isoformat()) & (dates <= args.end.isoformat())]
-    if in_window.empty:
-        sys.exit(f"no rows of {args.data.name} between {args.start} and {args.end}")
-    data = {
-        "file": args.data.name,
-        "rows": len(observations),
-        "quarantined_rows": quarantined,
-        "load_seconds": round(time.perf_counter() - t0, 1),
-        "history": f"{history.min()}..{history.max()} ({len(history)} rows)",
-        "history_months_without_rows": missing_months(history),
-        "window_days_with_rows": f"{in_window.nunique()} of {(args.end - args.start).days + 1}",
-        "window_rows": len(in_window),
-    }
+    observations, data = load_window(args.data, args.start, args.end)
     print(f"data: {data}", flush=True)
     last_days = {}
     if args.daily_days and "daily" in policies:
@@ -205,19 +190,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         same_window = {
             p: asdict(bt.summarise(result, p, args.start, last_days["daily"])) for p in policies
         }
-    result.meta = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "when": time.strftime("%Y-%m-%d %H:%M"),
-        "loadavg_1_5_15": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
-        "tiny_model": args.tiny,
-        "n_jobs": params.train.xgb.n_jobs,
-        "data": data,
-        "plan": planned,
+    result.meta = run_meta(result, args, params, data, planned, load_before) | {
         "estimate": progress.estimate,
-        "fit_seconds_mean": (
-            round(sum(r.fit_seconds for r in _fits(result)) / max(len(_fits(result)), 1), 1)
-        ),
         "summary_on_daily_window": same_window,
     }
     paths = save_result(result, args.out)
@@ -230,10 +204,49 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return result.as_dict()
 
 
-def _fits(result: bt.BacktestResult) -> list[bt.Retrain]:
-    """The retrains that fitted a model themselves (not shared, not failed), and the first."""
-    own = [r for r in result.retrains if not r.fit_shared and not r.error]
-    return [result.initial, *own]
+def load_window(path: Path, start: date, end: date) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The validated rows of ``path`` and what they hold before and inside start..end; exits
+    with a message when the window has no row."""
+    t0 = time.perf_counter()
+    observations, quarantined = bt.load_observations(path)
+    dates = observations[schema.DATE]
+    history = dates[dates < start.isoformat()]
+    in_window = dates[(dates >= start.isoformat()) & (dates <= end.isoformat())]
+    if in_window.empty:
+        sys.exit(f"no rows of {path.name} between {start} and {end}")
+    return observations, {
+        "file": path.name,
+        "rows": len(observations),
+        "quarantined_rows": quarantined,
+        "load_seconds": round(time.perf_counter() - t0, 1),
+        "history": f"{history.min()}..{history.max()} ({len(history)} rows)",
+        "history_months_without_rows": missing_months(history),
+        "window_days_with_rows": f"{in_window.nunique()} of {(end - start).days + 1}",
+        "window_rows": len(in_window),
+    }
+
+
+def run_meta(
+    result: bt.BacktestResult,
+    args: argparse.Namespace,
+    params: Params,
+    data: dict[str, Any],
+    planned: dict[str, Any],
+    load_before: list[float],
+) -> dict[str, Any]:
+    """The host, the data, the plan and the mean fit time of a finished run."""
+    fits = [result.initial, *(r for r in result.retrains if not r.fit_shared and not r.error)]
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "loadavg_1_5_15": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
+        "tiny_model": args.tiny,
+        "n_jobs": params.train.xgb.n_jobs,
+        "data": data,
+        "plan": planned,
+        "fit_seconds_mean": round(sum(r.fit_seconds for r in fits) / len(fits), 1),
+    }
 
 
 if __name__ == "__main__":

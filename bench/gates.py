@@ -33,20 +33,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench.backtest import TINY, missing_months, plan
-from raincast import schema
+from bench.backtest import bench_params, load_window, plan, run_meta
 from raincast.catalog import replace_atomically
 from raincast.cli.backtest import ProgressLine
-from raincast.params import Params, PromoteParams, load_params
+from raincast.params import PromoteParams
 from raincast.pipeline import backtest as bt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,18 +90,6 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny XGBoost model: a smoke run")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
-
-
-def _params(args: argparse.Namespace) -> Params:
-    params = load_params(args.params)
-    if args.tiny:
-        from testbed.params_file import merged
-
-        params = Params.model_validate(merged(params.model_dump(by_alias=True), TINY))
-    if args.n_jobs:
-        xgb = params.train.xgb.model_copy(update={"n_jobs": args.n_jobs})
-        params = params.model_copy(update={"train": params.train.model_copy(update={"xgb": xgb})})
-    return params
 
 
 def rule_table(result: bt.BacktestResult) -> str:
@@ -167,7 +152,7 @@ def _write(path: Path, body: dict[str, Any]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _args(argv)
-    params = _params(args)
+    params = bench_params(args)
     policies = bt.parse_policies(args.policy or ["monthly"])
     try:
         rules = rule_variants(params.promote, args.rule)
@@ -175,41 +160,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         sys.exit(f"error: {err}")
     bt.check_range(args.start, args.end)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    t0 = time.perf_counter()
-    observations, quarantined = bt.load_observations(args.data)
-    dates = observations[schema.DATE]
-    history = dates[dates < args.start.isoformat()]
-    in_window = dates[(dates >= args.start.isoformat()) & (dates <= args.end.isoformat())]
-    if in_window.empty:
-        sys.exit(f"no rows of {args.data.name} between {args.start} and {args.end}")
-    data = {
-        "file": args.data.name,
-        "rows": len(observations),
-        "quarantined_rows": quarantined,
-        "load_seconds": round(time.perf_counter() - t0, 1),
-        "history": f"{history.min()}..{history.max()} ({len(history)} rows)",
-        "history_months_without_rows": missing_months(history),
-        "window_days_with_rows": f"{in_window.nunique()} of {(args.end - args.start).days + 1}",
-        "window_rows": len(in_window),
-    }
+    observations, data = load_window(args.data, args.start, args.end)
     planned = plan(args.start, args.end, {}, policies) | {"lanes": len(policies) * len(rules)}
     print(f"data: {data}\nplan: {planned}", flush=True)
 
     result = bt.run_backtest(
         observations, args.start, args.end, params, policies, None, ProgressLine(), rules
     )
-    fits = [result.initial, *(r for r in result.retrains if not r.fit_shared and not r.error)]
-    result.meta = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "when": time.strftime("%Y-%m-%d %H:%M"),
-        "loadavg_1_5_15": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
-        "tiny_model": args.tiny,
-        "n_jobs": params.train.xgb.n_jobs,
-        "data": data,
-        "plan": planned,
-        "fit_seconds_mean": round(sum(r.fit_seconds for r in fits) / len(fits), 1),
-    }
+    result.meta = run_meta(result, args, params, data, planned, load_before)
     args.out.mkdir(parents=True, exist_ok=True)
     body = result.as_dict()
     paths = [_write(args.out / FULL, body)]

@@ -3,17 +3,17 @@
 FastAPI's request cycle (dependency solving with a thread-pool hop for the service
 instance, body parsing with the stdlib json, response-model re-validation) costs more than
 a one-row prediction. `FastRoutes` serves ``POST`` to the paths it is given with a plain
-handler ``(body) -> (status, JSON bytes[, headers]) | None``. A handler that returns None hands the
-request, body replayed, to the FastAPI app, which stays the contract: the OpenAPI docs,
-and every error body (422s with field paths, 503 without a model) come from its routes.
-So handlers only answer what they fully validated.
+handler ``(body) -> (status, JSON bytes[, headers]) | None``. A handler that returns None
+hands the request, body replayed, to the FastAPI app, which stays the contract: the
+OpenAPI docs, and every error body (422s with field paths, 503 without a model) come from
+its routes. So handlers only answer what they fully validated.
 
 Before a handler runs, the request yields to the event loop once. Requests that arrived
 together are then all in flight at the same time, so the concurrency limit
-(``traffic.max_concurrency``, checked by `raincast.serving.runtime.Admission`, outermost)
-sees the real backlog and
-refuses the excess with 429 at once; without the yield, each request would finish before
-the next one is even counted and the backlog would wait unseen in the socket buffers.
+(``traffic.max_concurrency``, checked outermost by `raincast.serving.runtime.Admission`)
+sees the real backlog and refuses the excess with 429 at once; without the yield, each
+request would finish before the next one is even counted and the backlog would wait unseen
+in the socket buffers.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 log = logging.getLogger("raincast.serving")
@@ -148,7 +149,7 @@ class Admission:
         app: Any,
         max_concurrency: int,
         skip_paths: list[str] | None = None,
-        on_refused: Any = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware
 
@@ -174,7 +175,7 @@ class Admission:
             self.in_flight -= 1
 
 
-def patch_bentoml_admission(on_refused: Any = None) -> bool:
+def patch_bentoml_admission(on_refused: Callable[[], None] | None = None) -> bool:
     """Make BentoML build its services' apps with `Admission` outermost in place of its
     ``MaxConcurrencyMiddleware`` (same limit per worker, same skipped paths); False (and a
     warning) when BentoML's app factory is not the one this was written against."""

@@ -21,10 +21,15 @@ METRIC_COLOURS = ["#1f77b4", "#2ca02c", "#d62728"]
 
 def score_rows(body: dict[str, Any]) -> pd.DataFrame:
     """`/monitor/scores` rows as a table (``as_of_date`` a date); empty when there are none."""
-    frame = pd.DataFrame(body.get("rows") or [])
+    return _dated_rows(body.get("rows"), "as_of_date")
+
+
+def _dated_rows(rows: list[dict[str, Any]] | None, date_column: str) -> pd.DataFrame:
+    """``rows`` as a table with ``date_column`` parsed to dates; empty when there are none."""
+    frame = pd.DataFrame(rows or [])
     if frame.empty:
         return frame
-    frame["as_of_date"] = pd.to_datetime(frame["as_of_date"])
+    frame[date_column] = pd.to_datetime(frame[date_column])
     return frame
 
 
@@ -253,11 +258,7 @@ def backtest_retrains(body: dict[str, Any]) -> pd.DataFrame:
 
 def backtest_rolling(body: dict[str, Any]) -> pd.DataFrame:
     """`/backtest`'s rolling series (``date`` a date); empty when the result has no days."""
-    frame = pd.DataFrame(body.get("rolling") or [])
-    if frame.empty:
-        return frame
-    frame["date"] = pd.to_datetime(frame["date"])
-    return frame
+    return _dated_rows(body.get("rolling"), "date")
 
 
 def backtest_rolling_chart(
